@@ -1,0 +1,99 @@
+//! The serializable error a grain call can end with, locally or across the wire.
+
+use serde::{Deserialize, Serialize};
+
+/// Why a `tell` or `ask` failed.
+///
+/// Each variant documents its *delivery semantics*: whether the target grain may have
+/// processed the message. Retrying is always safe for "not delivered" variants; for the
+/// others the caller must make the operation idempotent or check the grain's state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CallError {
+    /// No reply arrived before the call's deadline.
+    ///
+    /// Delivery: unknown. The message may still be queued, running, or done.
+    #[error("the call timed out; it is not known whether the grain processed it")]
+    Timeout,
+    /// No grain type with this name is registered on the silo that received the call.
+    ///
+    /// Delivery: not delivered.
+    #[error("unknown grain type `{0}`")]
+    UnknownGrainType(String),
+    /// The grain type does not handle a message with this name (it is missing from its
+    /// `register_grain!` line, or the caller runs a different version).
+    ///
+    /// Delivery: not delivered.
+    #[error("grain type `{grain_type}` does not handle message `{message}`")]
+    UnknownMessage {
+        /// The grain type's wire name.
+        grain_type: String,
+        /// The message's wire name.
+        message: String,
+    },
+    /// The handler ran and returned an error (its `Display` text).
+    ///
+    /// Delivery: processed; the grain stays active.
+    #[error("handler error: {0}")]
+    Handler(String),
+    /// The handler panicked. The grain was deactivated without saving its in-memory
+    /// state; its next message activates it again from storage.
+    ///
+    /// Delivery: processed, possibly in part.
+    #[error("the grain panicked: {0}")]
+    Panicked(String),
+    /// The grain's mailbox stayed full until the call's deadline.
+    ///
+    /// Delivery: not delivered; safe to retry later.
+    #[error("the grain's mailbox is full")]
+    MailboxFull,
+    /// Reading or writing grain state failed (including an etag conflict, after which
+    /// the grain is deactivated rather than overwriting newer state).
+    ///
+    /// Delivery: processed up to the failed storage operation.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The message or reply could not be encoded or decoded.
+    ///
+    /// Delivery: not processed if the message failed to decode; if only the reply
+    /// failed, the handler ran.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// The silo that should host the grain could not be reached.
+    ///
+    /// Delivery: not delivered.
+    #[error("silo unreachable: {0}")]
+    Unreachable(String),
+    /// The call was accepted, but the activation or connection carrying it went away
+    /// before it replied (a silo died, or a connection broke).
+    ///
+    /// Delivery: unknown, as with [`CallError::Timeout`], but reported without waiting.
+    #[error("the call was lost in flight: {0}")]
+    Lost(String),
+    /// The silo is shutting down and accepts no new work.
+    ///
+    /// Delivery: not delivered; retry against another silo.
+    #[error("the silo is shutting down")]
+    ShuttingDown,
+    /// The grain could not be activated (its `on_activate` failed or its stored state
+    /// could not be read). Queued messages fail with this error too.
+    ///
+    /// Delivery: not delivered.
+    #[error("activation failed: {0}")]
+    ActivationFailed(String),
+}
+
+impl CallError {
+    /// True when the message certainly did not reach a handler, so a retry cannot
+    /// apply it twice.
+    pub fn is_not_delivered(&self) -> bool {
+        matches!(
+            self,
+            CallError::UnknownGrainType(_)
+                | CallError::UnknownMessage { .. }
+                | CallError::MailboxFull
+                | CallError::Unreachable(_)
+                | CallError::ShuttingDown
+                | CallError::ActivationFailed(_)
+        )
+    }
+}

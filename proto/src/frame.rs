@@ -1,0 +1,340 @@
+//! TCP frames between clients and silos and between silos.
+//!
+//! Everything that travels over a Granary TCP connection is a [`Frame`]: a request that
+//! expects a response (matched by its `id`, so many can be in flight on one connection
+//! and answered out of order), the response itself, or a one-way request (`tell`).
+//!
+//! # Wire format
+//! ```text
+//! +----------------+---------+------------------------------+
+//! | length: u32 BE | version | body: bincode(Frame)         |
+//! |  (4 bytes)     | (1 byte)| (length - 1 bytes)           |
+//! +----------------+---------+------------------------------+
+//! ```
+//! `length` counts the bytes after the prefix (the version byte plus the body). The
+//! receiver checks it against its configured maximum *before* reserving any buffer for
+//! the frame, so a hostile prefix cannot make it allocate. The body is encoded by
+//! [`crate::codec`], the only caller of bincode. [`FRAME_VERSION`] changes whenever the
+//! body's layout does; a peer speaking another version is disconnected.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use bytes::{Buf, BytesMut};
+use serde::{Deserialize, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::codec::{self, CodecError};
+use crate::{CallError, GrainId};
+
+/// Default cap on one frame (version byte + body): 8 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
+
+/// Version byte written in front of every frame body.
+pub const FRAME_VERSION: u8 = 1;
+
+/// Size of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// A silo's identity for grain traffic: where it listens for TCP, plus the generation
+/// (start time or counter) that tells a restarted silo on the same address apart from
+/// its dead predecessor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SiloAddr {
+    /// The silo's TCP transport address.
+    pub addr: SocketAddr,
+    /// Incarnation of the silo at `addr`; a restart gets a larger one.
+    pub generation: u64,
+}
+
+impl SiloAddr {
+    /// Builds a silo address.
+    pub fn new(addr: SocketAddr, generation: u64) -> Self {
+        Self { addr, generation }
+    }
+}
+
+impl fmt::Display for SiloAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{}", self.addr, self.generation)
+    }
+}
+
+/// One unit on a TCP connection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// A request that expects exactly one [`Frame::Response`] with the same `id`.
+    Request {
+        /// Chosen by the sender, unique among its in-flight requests on this connection.
+        id: u64,
+        /// What is asked.
+        body: Request,
+    },
+    /// The answer to the [`Frame::Request`] with the same `id`. Responses may arrive in
+    /// any order.
+    Response {
+        /// The id of the request answered.
+        id: u64,
+        /// The answer.
+        body: Response,
+    },
+    /// A request whose result is discarded (a grain `tell`); nothing is sent back.
+    OneWay(Request),
+}
+
+/// A grain message addressed to one grain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrainCall {
+    /// The grain that should handle the message.
+    pub target: GrainId,
+    /// The message's stable wire name.
+    pub message: String,
+    /// The message, encoded by [`crate::codec`].
+    pub payload: Vec<u8>,
+    /// What is left of the caller's timeout when the call was sent, in milliseconds, so
+    /// the receiver does not work on calls whose caller has given up.
+    pub timeout_ms: u32,
+    /// How many times the call has been forwarded between silos; a receiver refuses to
+    /// forward beyond a small limit, which stops loops while the directory settles.
+    pub hops: u8,
+}
+
+/// What a peer asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Deliver a grain message. Answered with [`Response::Grain`].
+    Grain(GrainCall),
+    /// Where is `grain` activated? Served by the master. Answered with
+    /// [`Response::Directory`] (`None`: nowhere).
+    DirectoryLookup {
+        /// The grain looked up.
+        grain: GrainId,
+    },
+    /// Record that `silo` hosts `grain`, replacing `previous` if that is the current
+    /// entry. Served by the master. Answered with [`Response::Directory`] holding the
+    /// **winning** address: if it is not `silo`, another activation won the race and the
+    /// caller must deactivate its own and forward.
+    DirectoryRegister {
+        /// The grain registered.
+        grain: GrainId,
+        /// The silo that activated it.
+        silo: SiloAddr,
+        /// The entry the caller believes is stale (e.g. on a dead silo), if any.
+        previous: Option<SiloAddr>,
+    },
+    /// Remove the entry for `grain` if it still points at `silo`. Served by the master.
+    /// Answered with [`Response::Directory`] (`Ok(None)` on success).
+    DirectoryUnregister {
+        /// The grain deactivated.
+        grain: GrainId,
+        /// The silo that hosted it.
+        silo: SiloAddr,
+    },
+    /// Read a grain's stored state from the master's store. Answered with
+    /// [`Response::StorageRead`].
+    StorageRead {
+        /// The grain whose state is read.
+        grain: GrainId,
+    },
+    /// Write a grain's state if its etag is still `expected`. Answered with
+    /// [`Response::StorageWrite`] holding the new etag.
+    StorageWrite {
+        /// The grain whose state is written.
+        grain: GrainId,
+        /// The encoded state.
+        data: Vec<u8>,
+        /// The etag the writer last saw (`None`: it believes there is no record).
+        expected: Option<String>,
+    },
+    /// Delete a grain's state if its etag is still `expected`. Answered with
+    /// [`Response::StorageClear`].
+    StorageClear {
+        /// The grain whose state is cleared.
+        grain: GrainId,
+        /// The etag the writer last saw.
+        expected: Option<String>,
+    },
+    /// Liveness and latency probe. Answered with [`Response::Pong`].
+    Ping,
+}
+
+/// What a peer answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Result of [`Request::Grain`]: the encoded reply, or why the call failed.
+    Grain(Result<Vec<u8>, CallError>),
+    /// Result of a directory request: the (winning) address, if any.
+    Directory(Result<Option<SiloAddr>, CallError>),
+    /// Result of [`Request::StorageRead`]: the encoded state and its etag, if stored.
+    StorageRead(Result<Option<(Vec<u8>, String)>, WireStorageError>),
+    /// Result of [`Request::StorageWrite`]: the new etag.
+    StorageWrite(Result<String, WireStorageError>),
+    /// Result of [`Request::StorageClear`].
+    StorageClear(Result<(), WireStorageError>),
+    /// Answer to [`Request::Ping`].
+    Pong,
+}
+
+/// A storage failure as it crosses the wire; mirrors the runtime's `StorageError`
+/// (which is not serializable). The grain is known from the request, so `Conflict`
+/// does not repeat it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WireStorageError {
+    /// The record's etag is not `expected`; nothing was written.
+    #[error("etag conflict: expected {expected:?}, found {found:?}")]
+    Conflict {
+        /// The etag the writer held.
+        expected: Option<String>,
+        /// The etag the store holds, when it can tell.
+        found: Option<String>,
+    },
+    /// The store could not be reached or did not answer in time; nothing is known to be
+    /// written.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The state is larger than the provider accepts; nothing was written.
+    #[error("state of {size} bytes exceeds the provider's limit of {max} bytes")]
+    TooLarge {
+        /// Encoded state size.
+        size: u64,
+        /// Provider's limit.
+        max: u64,
+    },
+    /// The store failed the operation for another reason; nothing is known to be written.
+    #[error("storage failed: {0}")]
+    Failed(String),
+    /// Stored bytes could not be decoded.
+    #[error("stored state is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix (or, when encoding, the frame) exceeds the configured maximum.
+    /// Nothing was allocated for it.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge {
+        /// Declared (or encoded) length of version byte + body.
+        len: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The length prefix is zero: there is not even a version byte.
+    #[error("empty frame (length prefix 0)")]
+    Empty,
+    /// The peer speaks another frame version.
+    #[error("unsupported frame version {found} (expected {FRAME_VERSION})")]
+    BadVersion {
+        /// The version byte received.
+        found: u8,
+    },
+    /// The body is not a valid [`Frame`].
+    #[error("bad frame body: {0}")]
+    Decode(CodecError),
+    /// The frame could not be encoded.
+    #[error("frame could not be encoded: {0}")]
+    Encode(CodecError),
+    /// The underlying connection failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Length-prefixed, versioned [`Frame`] codec for `tokio_util::codec` with a cap on the
+/// frame size, checked before anything is allocated.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameCodec {
+    /// Largest accepted (and produced) length: version byte + body.
+    max_frame: usize,
+}
+
+impl FrameCodec {
+    /// A codec that accepts frames of at most `max_frame` bytes (version + body).
+    /// The cap is clamped to what the 4-byte prefix can express.
+    pub fn new(max_frame: usize) -> Self {
+        Self {
+            max_frame: max_frame.min(u32::MAX as usize),
+        }
+    }
+
+    /// The configured cap.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// Encodes `frame` with its prefix and version byte into a fresh buffer, ready to be
+    /// written to a socket. Fails with [`FrameError::TooLarge`] if the receiver (assumed
+    /// to use the same cap) would refuse it.
+    pub fn encode_to_vec(&self, frame: &Frame) -> Result<Vec<u8>, FrameError> {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&[0; LENGTH_PREFIX]);
+        buf.push(FRAME_VERSION);
+        codec::encode_into(frame, &mut buf).map_err(FrameError::Encode)?;
+        let len = buf.len() - LENGTH_PREFIX;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        // Cannot truncate: `max_frame` is clamped to `u32::MAX`.
+        buf[..LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+        Ok(buf)
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Frame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(prefix) = src.get(..LENGTH_PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        // Checked before any reservation: an oversize prefix costs nothing.
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        let total = LENGTH_PREFIX + len;
+        if src.len() < total {
+            // Bounded by `max_frame`; lets the next read fetch the rest in one go.
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        src.advance(LENGTH_PREFIX);
+        // Consume the whole frame before judging it, so the buffer stays aligned.
+        let body = src.split_to(len);
+        if body[0] != FRAME_VERSION {
+            return Err(FrameError::BadVersion { found: body[0] });
+        }
+        codec::decode(&body[1..])
+            .map(Some)
+            .map_err(FrameError::Decode)
+    }
+}
+
+impl Encoder<Frame> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let buf = self.encode_to_vec(&frame)?;
+        dst.extend_from_slice(&buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

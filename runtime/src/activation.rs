@@ -1,0 +1,318 @@
+//! The turn loop of one activation: the task that owns a grain instance.
+//!
+//! This is host-facing API (silos use it; grain authors never do). A host creates the
+//! mailbox, calls the grain type's `spawn` with [`ActivationArgs`], and the loop below:
+//! loads state, runs `on_activate`, then handles one message at a time until it is idle
+//! for `idle_timeout`, asked to stop, asked to deactivate, or a handler panics. On the
+//! way out it runs `on_deactivate`, writes dirty state, and hands the mailbox back to the
+//! host through [`ActivationHost::retire`] so queued messages reach the next activation.
+//!
+//! ```text
+//! activate ── load state ── on_activate ──┬─► turn ─► turn ─► … (one at a time)
+//!                                         └─ idle / stop / deactivate / panic
+//!                                                 └─► on_deactivate ─► write ─► retire
+//! ```
+
+use std::any::Any;
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use granary_proto::{CallError, GrainId};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::GrainContext;
+use crate::envelope::Envelope;
+use crate::grain::Grain;
+use crate::registry::HandlerEntry;
+use crate::router::Router;
+use crate::storage::GrainStorage;
+
+/// What the host gives a new activation.
+pub struct ActivationArgs {
+    /// The grain to activate.
+    pub id: GrainId,
+    /// Host-assigned id of this activation (distinguishes successive activations).
+    pub activation_id: u64,
+    /// The receiving end of the grain's bounded mailbox.
+    pub mailbox: mpsc::Receiver<Envelope>,
+    /// The state provider.
+    pub storage: Arc<dyn GrainStorage>,
+    /// How the grain reaches other grains.
+    pub router: Arc<dyn Router>,
+    /// The host, which owns the task and takes the mailbox back at the end.
+    pub host: Arc<dyn ActivationHost>,
+    /// Deactivate after this long without messages.
+    pub idle_timeout: Duration,
+    /// Cancelled when the host wants the activation gone (shutdown, fencing).
+    pub stop: CancellationToken,
+    /// Counters the host reads for placement and replication decisions.
+    pub stats: Arc<ActivationStats>,
+}
+
+impl fmt::Debug for ActivationArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ActivationArgs")
+            .field("id", &self.id)
+            .field("activation_id", &self.activation_id)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happens to messages still queued when an activation ends.
+#[derive(Debug, Clone)]
+pub enum Leftovers {
+    /// Hand them to a fresh activation (normal deactivation).
+    Redeliver,
+    /// Fail them with this error (the activation could not start).
+    Fail(CallError),
+}
+
+/// The host side of an activation.
+pub trait ActivationHost: Send + Sync + 'static {
+    /// Runs the activation's task; the host tracks it so shutdown can wait for it.
+    fn spawn(&self, task: BoxFuture<'static, ()>);
+
+    /// Called once, when the activation is done. The host removes activation
+    /// `activation_id` of `id` from its table and closes `mailbox`, then deals with what
+    /// is still queued as `leftovers` says (or fails it if the host is shutting down).
+    /// Messages racing in after this are received by the activation and re-delivered
+    /// through its router.
+    fn retire(
+        &self,
+        id: &GrainId,
+        activation_id: u64,
+        mailbox: &mut mpsc::Receiver<Envelope>,
+        leftovers: Leftovers,
+    );
+}
+
+/// Live counters of one activation. Written by its task, read by the host.
+#[derive(Debug)]
+pub struct ActivationStats {
+    /// When the activation was created (base of the millisecond fields).
+    created: Instant,
+    /// Messages handled so far.
+    messages: AtomicU64,
+    /// Milliseconds after `created` of the last handled message.
+    last_active_ms: AtomicU64,
+    /// Messages per second over the last completed window, as `f64` bits.
+    rate_bits: AtomicU64,
+}
+
+/// How long a message-rate window lasts.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+impl Default for ActivationStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ActivationStats {
+    /// Fresh counters, created now.
+    pub fn new() -> Self {
+        Self {
+            created: Instant::now(),
+            messages: AtomicU64::new(0),
+            last_active_ms: AtomicU64::new(0),
+            rate_bits: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+
+    /// Messages handled so far.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    /// When the activation last handled a message (or was created).
+    pub fn last_active(&self) -> Instant {
+        self.created + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// Messages per second over the last one-second window.
+    pub fn message_rate(&self) -> f64 {
+        f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
+    }
+
+    fn record_turn(&self, now: Instant, window: &mut (Instant, u64)) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        let ms = now.saturating_duration_since(self.created).as_millis() as u64;
+        self.last_active_ms.store(ms, Ordering::Relaxed);
+        window.1 += 1;
+        let elapsed = now.saturating_duration_since(window.0);
+        if elapsed >= RATE_WINDOW {
+            let rate = window.1 as f64 / elapsed.as_secs_f64();
+            self.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+            *window = (now, 0);
+        }
+    }
+}
+
+/// Why the turn loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    Idle,
+    Stop,
+    Requested,
+    Panicked,
+}
+
+/// Starts the activation task for grain type `G` (called through the registry).
+pub fn spawn_activation<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>]) {
+    let host = args.host.clone();
+    host.spawn(Box::pin(run::<G>(args, handlers)));
+}
+
+async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>]) {
+    let ActivationArgs {
+        id,
+        activation_id,
+        mut mailbox,
+        storage,
+        router,
+        host,
+        idle_timeout,
+        stop,
+        stats,
+    } = args;
+    let mut ctx = GrainContext::<G>::new(id.clone(), storage, router.clone());
+
+    let activated = AssertUnwindSafe(async {
+        ctx.load_state()
+            .await
+            .map_err(|e| CallError::ActivationFailed(format!("reading state: {e}")))?;
+        G::on_activate(&mut ctx)
+            .await
+            .map_err(|e| CallError::ActivationFailed(e.to_string()))
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| {
+        Err(CallError::ActivationFailed(format!(
+            "on_activate panicked: {}",
+            panic_message(&*panic)
+        )))
+    });
+    let mut grain = match activated {
+        Ok(grain) => grain,
+        Err(err) => {
+            tracing::warn!(grain = %id, error = %err, "activation failed");
+            host.retire(&id, activation_id, &mut mailbox, Leftovers::Fail(err.clone()));
+            while let Some(envelope) = mailbox.recv().await {
+                envelope.fail(err.clone());
+            }
+            return;
+        }
+    };
+    tracing::trace!(grain = %id, "activated");
+
+    let mut window = (Instant::now(), 0u64);
+    let mut last_active = Instant::now();
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let exit = 'outer: loop {
+        let exit = loop {
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break Exit::Stop,
+                next = mailbox.recv() => {
+                    let Some(envelope) = next else { break Exit::Stop };
+                    let panicked = turn(&mut grain, &mut ctx, handlers, envelope).await;
+                    last_active = Instant::now();
+                    stats.record_turn(last_active, &mut window);
+                    if panicked {
+                        break Exit::Panicked;
+                    }
+                    if ctx.take_deactivate_request() {
+                        break Exit::Requested;
+                    }
+                }
+                () = &mut idle => {
+                    let due = last_active + idle_timeout;
+                    if Instant::now() >= due {
+                        break Exit::Idle;
+                    }
+                    idle.as_mut().reset(due);
+                }
+            }
+        };
+        if exit == Exit::Panicked {
+            break exit;
+        }
+        match AssertUnwindSafe(grain.on_deactivate(&mut ctx)).catch_unwind().await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(grain = %id, error = %e, "on_deactivate failed"),
+            Err(p) => tracing::error!(grain = %id, panic = panic_message(&*p), "on_deactivate panicked"),
+        }
+        if ctx.needs_final_write() {
+            if let Err(e) = ctx.write_state().await {
+                if exit == Exit::Idle && !e.is_conflict() {
+                    // Keep the only copy of the state in memory rather than lose it; try
+                    // again at the next idle timeout.
+                    tracing::warn!(grain = %id, error = %e, "state write failed; staying active");
+                    last_active = Instant::now();
+                    idle.as_mut().reset(last_active + idle_timeout);
+                    continue 'outer;
+                }
+                tracing::error!(grain = %id, error = %e, "state write at deactivation failed");
+            }
+        }
+        break exit;
+    };
+    tracing::trace!(grain = %id, reason = ?exit, "deactivated");
+
+    host.retire(&id, activation_id, &mut mailbox, Leftovers::Redeliver);
+    // Senders that raced the close: their messages still go to the next activation.
+    while let Some(envelope) = mailbox.recv().await {
+        let deadline = Instant::now() + crate::DEFAULT_CALL_TIMEOUT;
+        let _ = router.deliver(envelope, deadline).await;
+    }
+}
+
+/// Runs one message. Returns true if the handler panicked.
+async fn turn<G: Grain>(
+    grain: &mut G,
+    ctx: &mut GrainContext<G>,
+    handlers: &'static [HandlerEntry<G>],
+    envelope: Envelope,
+) -> bool {
+    let Envelope { body, reply, .. } = envelope;
+    let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
+        reply.fail(CallError::UnknownMessage {
+            grain_type: G::TYPE_NAME.to_owned(),
+            message: body.name().to_owned(),
+        });
+        return false;
+    };
+    let kind = reply.kind();
+    match AssertUnwindSafe((entry.handle)(grain, ctx, body, kind)).catch_unwind().await {
+        Ok(result) => {
+            reply.complete(result);
+            false
+        }
+        Err(panic) => {
+            let msg = panic_message(&*panic);
+            tracing::error!(grain = %ctx.id(), message = entry.message, panic = %msg, "handler panicked; deactivating");
+            reply.fail(CallError::Panicked(msg));
+            true
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_owned()
+    }
+}

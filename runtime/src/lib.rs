@@ -1,0 +1,87 @@
+//! The Granary programming model: what a grain crate depends on.
+//!
+//! A grain is a Rust type that implements [`Grain`] plus one [`Handler<M>`] per message
+//! type, and is registered with [`register_grain!`]. Grains are *virtual actors*: a grain
+//! is addressed by type and key, always exists logically, is activated on its first
+//! message and runs one message at a time. Callers hold a typed [`GrainRef`] and
+//! [`tell`](GrainRef::tell) or [`ask`](GrainRef::ask) it.
+//!
+//! This crate holds the API and the generic per-activation turn loop. Hosting (catalog,
+//! dispatchers, directory, transport) lives in `granary-silo`; a grain crate never
+//! depends on it.
+//!
+//! # Layout
+//! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement.
+//! - [`context`]: [`GrainContext`], a grain's identity, state and references to others.
+//! - [`reference`]: [`GrainRef`] and the `tell`/`ask` builders.
+//! - [`storage`]: the [`GrainStorage`] trait every state provider implements.
+//! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
+//! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).
+//! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
+//! - [`activation`]: the turn loop that owns one grain instance (host-facing).
+//!
+//! # Example
+//! ```
+//! use granary_runtime::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// Says hello; keeps no state.
+//! pub struct Hello;
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct Greet(pub String);
+//!
+//! #[async_trait]
+//! impl Grain for Hello {
+//!     const TYPE_NAME: &'static str = "doc.hello/v1";
+//!     type State = ();
+//!     async fn on_activate(_ctx: &mut GrainContext<Self>) -> Result<Self, GrainError> {
+//!         Ok(Hello)
+//!     }
+//! }
+//!
+//! #[async_trait]
+//! impl Handler<Greet> for Hello {
+//!     type Reply = String;
+//!     async fn handle(&mut self, Greet(name): Greet, ctx: &mut GrainContext<Self>) -> Result<String, GrainError> {
+//!         Ok(format!("hello {name}, from {}", ctx.key()))
+//!     }
+//! }
+//!
+//! granary_runtime::register_grain!(Hello, handles = [Greet]);
+//! ```
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+
+pub mod activation;
+pub mod context;
+pub mod envelope;
+pub mod grain;
+pub mod reference;
+pub mod registry;
+pub mod router;
+pub mod storage;
+
+pub use context::GrainContext;
+pub use grain::{Grain, GrainError, Handler, Message};
+pub use granary_proto::{CallError, GrainId};
+pub use reference::{Ask, GrainRef, Tell, DEFAULT_CALL_TIMEOUT};
+pub use router::Router;
+pub use storage::{Etag, GrainStorage, StorageError, StoredState};
+
+/// One import for grain authors: `use granary_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::context::GrainContext;
+    pub use crate::grain::{Grain, GrainError, Handler};
+    pub use crate::reference::GrainRef;
+    pub use crate::storage::StorageError;
+    pub use async_trait::async_trait;
+    pub use granary_proto::CallError;
+}
+
+/// Support for [`register_grain!`]; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::activation::{spawn_activation, ActivationArgs};
+    pub use crate::registry::{GrainTypeEntry, HandlerEntry, MessageVTable};
+    pub use inventory;
+}

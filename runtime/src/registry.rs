@@ -1,0 +1,278 @@
+//! The process-wide grain type registry, filled at link time by [`register_grain!`].
+//!
+//! Each `register_grain!(G, handles = [M1, M2])` line submits one [`GrainTypeEntry`]
+//! through `inventory`. The registry is the only global in Granary: it describes types,
+//! never live state, so many silos can share one process.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use granary_proto::{codec, CallError, CodecError};
+
+use crate::activation::ActivationArgs;
+use crate::context::GrainContext;
+use crate::envelope::{Body, LocalReply, ReplyKind, ReplyValue};
+use crate::grain::{Grain, GrainError, Handler, Message};
+use crate::storage::StorageError;
+
+/// How to move one message type `M` of one grain type `G` across the wire.
+pub struct MessageVTable {
+    /// `G::TYPE_NAME`.
+    pub grain_type: &'static str,
+    /// The message's wire name within the grain type.
+    pub message: &'static str,
+    /// `TypeId` of `G`.
+    pub grain_type_id: fn() -> TypeId,
+    /// `TypeId` of `M`.
+    pub message_type_id: fn() -> TypeId,
+    /// Encodes a `Box<M>` given as `&dyn Any`.
+    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
+    /// Decodes an encoded reply into a boxed `<G as Handler<M>>::Reply`.
+    pub decode_reply: fn(&[u8]) -> Result<LocalReply, CodecError>,
+}
+
+impl MessageVTable {
+    /// The vtable of `M` for `G`, named `message` on the wire.
+    pub const fn new<G: Handler<M>, M: Message>(message: &'static str) -> Self {
+        Self {
+            grain_type: G::TYPE_NAME,
+            message,
+            grain_type_id: TypeId::of::<G>,
+            message_type_id: TypeId::of::<M>,
+            encode: encode_message::<M>,
+            decode_reply: decode_reply::<G, M>,
+        }
+    }
+}
+
+impl fmt::Debug for MessageVTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageVTable({}::{})", self.grain_type, self.message)
+    }
+}
+
+fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError> {
+    let msg = value
+        .downcast_ref::<M>()
+        .ok_or_else(|| CodecError::Encode("message type mismatch".into()))?;
+    codec::encode(msg)
+}
+
+fn decode_reply<G: Handler<M>, M: Message>(bytes: &[u8]) -> Result<LocalReply, CodecError> {
+    Ok(Box::new(codec::decode::<G::Reply>(bytes)?))
+}
+
+/// Runs one message on a grain: decode or unbox it, call the handler, shape the reply.
+pub type HandleFn<G> = for<'a> fn(
+    &'a mut G,
+    &'a mut GrainContext<G>,
+    Body,
+    ReplyKind,
+) -> BoxFuture<'a, Result<ReplyValue, CallError>>;
+
+/// One row of a grain type's handler table.
+pub struct HandlerEntry<G: Grain> {
+    /// The message's wire name.
+    pub message: &'static str,
+    /// Its handler.
+    pub handle: HandleFn<G>,
+}
+
+impl<G: Grain> HandlerEntry<G> {
+    /// The row for `M`, named `message` on the wire.
+    pub const fn new<M: Message>(message: &'static str) -> Self
+    where
+        G: Handler<M>,
+    {
+        Self {
+            message,
+            handle: handle_message::<G, M>,
+        }
+    }
+}
+
+impl<G: Grain> fmt::Debug for HandlerEntry<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HandlerEntry({})", self.message)
+    }
+}
+
+fn handle_message<'a, G: Handler<M>, M: Message>(
+    grain: &'a mut G,
+    ctx: &'a mut GrainContext<G>,
+    body: Body,
+    kind: ReplyKind,
+) -> BoxFuture<'a, Result<ReplyValue, CallError>> {
+    Box::pin(async move {
+        let msg: M = match body {
+            Body::Local { value, .. } => *value
+                .downcast::<M>()
+                .map_err(|_| CallError::Codec("message type mismatch".into()))?,
+            Body::Encoded { bytes, .. } => {
+                codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
+            }
+        };
+        let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
+        match kind {
+            ReplyKind::None => Ok(ReplyValue::None),
+            ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
+            ReplyKind::Encoded => codec::encode(&reply)
+                .map(ReplyValue::Encoded)
+                .map_err(|e| CallError::Codec(e.to_string())),
+        }
+    })
+}
+
+/// Maps a handler's error to the call error the caller sees.
+pub(crate) fn handler_error(err: GrainError) -> CallError {
+    match err.downcast_ref::<StorageError>() {
+        Some(storage) => CallError::Storage(storage.to_string()),
+        None => CallError::Handler(err.to_string()),
+    }
+}
+
+/// A registered grain type, as submitted by [`register_grain!`].
+pub struct GrainTypeEntry {
+    /// `G::TYPE_NAME`.
+    pub type_name: &'static str,
+    /// The Rust type, for logs.
+    pub rust_name: &'static str,
+    /// `G::IDLE_TIMEOUT`.
+    pub idle_timeout: Option<Duration>,
+    /// The messages `G` handles.
+    pub messages: &'static [MessageVTable],
+    /// Starts an activation task for one grain of this type.
+    pub spawn: fn(ActivationArgs),
+}
+
+impl fmt::Debug for GrainTypeEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainTypeEntry")
+            .field("type_name", &self.type_name)
+            .field("rust_name", &self.rust_name)
+            .field("messages", &self.messages.iter().map(|m| m.message).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+inventory::collect!(GrainTypeEntry);
+
+/// The indexed view of every registered grain type.
+#[derive(Debug)]
+pub struct Registry {
+    by_name: HashMap<&'static str, &'static GrainTypeEntry>,
+    by_type: HashMap<(TypeId, TypeId), &'static MessageVTable>,
+    problems: Vec<String>,
+}
+
+/// The registry of this process (built on first use).
+pub fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(Registry::build)
+}
+
+impl Registry {
+    fn build() -> Self {
+        let mut by_name = HashMap::new();
+        let mut by_type = HashMap::new();
+        let mut problems = Vec::new();
+        for entry in inventory::iter::<GrainTypeEntry> {
+            if let Some(prev) = by_name.insert(entry.type_name, entry) {
+                problems.push(format!(
+                    "grain type name `{}` is registered twice ({} and {})",
+                    entry.type_name, prev.rust_name, entry.rust_name
+                ));
+            }
+            for (i, vt) in entry.messages.iter().enumerate() {
+                if entry.messages[..i].iter().any(|o| o.message == vt.message) {
+                    problems.push(format!(
+                        "grain type `{}` lists message `{}` twice",
+                        entry.type_name, vt.message
+                    ));
+                }
+                by_type.insert(((vt.grain_type_id)(), (vt.message_type_id)()), vt);
+            }
+        }
+        Self {
+            by_name,
+            by_type,
+            problems,
+        }
+    }
+
+    /// The entry registered under `type_name`.
+    pub fn get(&self, type_name: &str) -> Option<&'static GrainTypeEntry> {
+        self.by_name.get(type_name).copied()
+    }
+
+    /// Every registered grain type, sorted by name.
+    pub fn grain_types(&self) -> Vec<&'static GrainTypeEntry> {
+        let mut all: Vec<_> = self.by_name.values().copied().collect();
+        all.sort_by_key(|e| e.type_name);
+        all
+    }
+
+    /// Registration mistakes (duplicate names); a silo refuses to start if any.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// The vtable for sending `M` to `G`.
+    pub fn vtable<G: Grain, M: 'static>(&self) -> Result<&'static MessageVTable, CallError> {
+        if let Some(vt) = self.by_type.get(&(TypeId::of::<G>(), TypeId::of::<M>())) {
+            return Ok(vt);
+        }
+        if self.get(G::TYPE_NAME).is_none() {
+            return Err(CallError::UnknownGrainType(G::TYPE_NAME.to_owned()));
+        }
+        Err(CallError::UnknownMessage {
+            grain_type: G::TYPE_NAME.to_owned(),
+            message: std::any::type_name::<M>().to_owned(),
+        })
+    }
+}
+
+/// Registers a grain type and the messages it handles.
+///
+/// ```ignore
+/// granary_runtime::register_grain!(Counter, handles = [Add, Get]);
+/// // pin a message's wire name independently of the Rust name:
+/// granary_runtime::register_grain!(Cart, handles = [AddItem as "add-item", Checkout]);
+/// ```
+///
+/// A message's wire name is the name written here (`"Add"`), scoped to the grain type;
+/// renaming the Rust type changes it, unless pinned with `as "name"`.
+#[macro_export]
+macro_rules! register_grain {
+    ($grain:ty, handles = [$($msg:ty $(as $name:literal)?),* $(,)?]) => {
+        const _: () = {
+            const HANDLERS: &[$crate::__private::HandlerEntry<$grain>] = &[
+                $($crate::__private::HandlerEntry::new::<$msg>(
+                    $crate::register_grain!(@name $msg $(, $name)?)
+                )),*
+            ];
+            fn spawn(args: $crate::__private::ActivationArgs) {
+                $crate::__private::spawn_activation::<$grain>(args, HANDLERS)
+            }
+            $crate::__private::inventory::submit! {
+                $crate::__private::GrainTypeEntry {
+                    type_name: <$grain as $crate::Grain>::TYPE_NAME,
+                    rust_name: stringify!($grain),
+                    idle_timeout: <$grain as $crate::Grain>::IDLE_TIMEOUT,
+                    messages: &[
+                        $($crate::__private::MessageVTable::new::<$grain, $msg>(
+                            $crate::register_grain!(@name $msg $(, $name)?)
+                        )),*
+                    ],
+                    spawn,
+                }
+            }
+        };
+    };
+    (@name $msg:ty) => { stringify!($msg) };
+    (@name $msg:ty, $name:literal) => { $name };
+}

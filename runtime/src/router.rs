@@ -1,0 +1,25 @@
+//! The seam between references and hosts: whoever can deliver an envelope.
+//!
+//! A silo's catalog implements [`Router`] for grains it hosts and forwards the rest; a
+//! remote client implements it over TCP. [`GrainRef`](crate::GrainRef) only sees this trait.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use granary_proto::CallError;
+use tokio::time::Instant;
+
+use crate::envelope::Envelope;
+
+/// Delivers envelopes to grain mailboxes, wherever they are.
+#[async_trait]
+pub trait Router: Send + Sync + Debug + 'static {
+    /// Puts `envelope` in its target's mailbox, activating the grain if needed and
+    /// waiting for mailbox space until `deadline`.
+    ///
+    /// `Ok` means the message was accepted; the reply (if any) arrives through the
+    /// envelope's `ReplyTo`. On `Err` the envelope was not delivered, except where the
+    /// error says the delivery is unknown (`Lost`, `Timeout`), and its reply has been
+    /// failed with the same error or dropped (a waiting caller then sees `Lost`).
+    async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError>;
+}

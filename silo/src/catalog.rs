@@ -1,0 +1,77 @@
+//! The catalog: grain type name → [`Dispatcher`], and the router grains use in-process.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use granary_proto::CallError;
+use granary_runtime::envelope::Envelope;
+use granary_runtime::Router;
+use tokio::time::Instant;
+
+use crate::dispatcher::{Dispatcher, HostShared};
+
+/// Every dispatcher of one silo.
+pub(crate) struct Catalog {
+    /// One dispatcher per registered grain type, built at start (the registry is static).
+    dispatchers: HashMap<&'static str, Arc<Dispatcher>>,
+    /// What the dispatchers share.
+    pub(crate) shared: Arc<HostShared>,
+}
+
+impl Catalog {
+    pub(crate) fn new(dispatchers: HashMap<&'static str, Arc<Dispatcher>>, shared: Arc<HostShared>) -> Self {
+        Self { dispatchers, shared }
+    }
+
+    /// The dispatcher of `type_name`.
+    pub(crate) fn dispatcher(&self, type_name: &str) -> Option<&Arc<Dispatcher>> {
+        self.dispatchers.get(type_name)
+    }
+
+    /// All dispatchers, sorted by grain type.
+    pub(crate) fn dispatchers(&self) -> Vec<Arc<Dispatcher>> {
+        let mut all: Vec<_> = self.dispatchers.values().cloned().collect();
+        all.sort_by_key(|d| d.grain_type());
+        all
+    }
+
+    /// Delivers to an activation on this silo, creating it if needed.
+    pub(crate) async fn deliver_local(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+        match self.dispatchers.get(envelope.target.type_name.as_ref()) {
+            Some(dispatcher) => dispatcher.deliver(envelope, deadline).await,
+            None => {
+                let err = CallError::UnknownGrainType(envelope.target.type_name.to_string());
+                envelope.fail(err.clone());
+                Err(err)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog").field("dispatchers", &self.dispatchers.len()).finish()
+    }
+}
+
+/// The router of a single silo: every grain is local. Holds the catalog weakly so the
+/// catalog → activation → router chain is not a reference cycle.
+#[derive(Debug)]
+pub(crate) struct LocalRouter {
+    pub(crate) catalog: Weak<Catalog>,
+}
+
+#[async_trait]
+impl Router for LocalRouter {
+    async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+        match self.catalog.upgrade() {
+            Some(catalog) => catalog.deliver_local(envelope, deadline).await,
+            None => {
+                envelope.fail(CallError::ShuttingDown);
+                Err(CallError::ShuttingDown)
+            }
+        }
+    }
+}

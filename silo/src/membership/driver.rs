@@ -1,0 +1,195 @@
+//! The membership task: owns the UDP socket and the [`Protocol`], and publishes
+//! snapshots.
+//!
+//! One task does everything (receive, tick, send, publish), so the protocol state needs
+//! no lock. It stops when the `abort` token fires (at once, sending nothing) or when the
+//! `leave` token fires (after sending SHUTDOWN).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use granary_proto::packet::{LoadReport, Packet, PacketCodec, SiloId};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::protocol::{Outbox, Protocol};
+use super::snapshot::MembershipSnapshot;
+
+/// How often a throttled warning may be logged.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+/// Rate limiter for one kind of warning: at most one line per [`WARN_EVERY`], with a
+/// count of what was suppressed in between.
+#[derive(Debug, Default)]
+pub(super) struct Throttle {
+    /// When the last line was logged.
+    last: Option<Instant>,
+    /// Events not logged since.
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// `Some(suppressed_count)` if a line may be logged now, else `None` (and counts).
+    pub(super) fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// Everything the membership task owns.
+#[derive(Debug)]
+pub(super) struct Driver {
+    /// The bound UDP socket (dropped, and its port freed, when the task ends).
+    pub(super) socket: UdpSocket,
+    /// Signs/verifies and size-checks datagrams.
+    pub(super) codec: PacketCodec,
+    /// The state machine.
+    pub(super) protocol: Protocol,
+    /// This silo, stamped on every packet.
+    pub(super) me: SiloId,
+    /// Sequence number of the last packet sent.
+    pub(super) seq: u64,
+    /// Version of the last published snapshot.
+    pub(super) version: u64,
+    /// Load changed since the last publish; refreshed silently on the next tick.
+    pub(super) load_pending: bool,
+    /// Where snapshots go.
+    pub(super) snapshots: watch::Sender<Arc<MembershipSnapshot>>,
+    /// This silo's load, read at every tick.
+    pub(super) load: watch::Receiver<LoadReport>,
+    /// Fired once when the master says SHUTDOWN.
+    pub(super) shutdown_requested: CancellationToken,
+    /// Throttles "dropped a bad datagram" warnings.
+    pub(super) drop_warnings: Throttle,
+    /// Throttles socket error warnings.
+    pub(super) io_warnings: Throttle,
+}
+
+impl Driver {
+    /// Runs until `abort` (stop now) or `leave` (send SHUTDOWN, then stop) fires.
+    pub(super) async fn run(mut self, leave: CancellationToken, abort: CancellationToken) {
+        let mut buf = vec![0u8; self.codec.max_packet() + 1];
+        let mut interval = self.protocol.tick_interval();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut tick = false;
+            tokio::select! {
+                biased;
+                () = abort.cancelled() => return,
+                () = leave.cancelled() => {
+                    let mut out = Outbox::new();
+                    self.protocol.on_leave(&mut out);
+                    self.publish(true);
+                    self.send_all(out).await;
+                    return;
+                }
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, src)) => self.on_datagram(&buf[..len], src).await,
+                    Err(e) => {
+                        if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
+                            tracing::warn!(error = %e, suppressed, "membership socket receive failed");
+                        }
+                        // Do not spin if the error persists.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                },
+                _ = ticker.tick() => {
+                    tick = true;
+                    let load = *self.load.borrow();
+                    let mut out = Outbox::new();
+                    self.protocol.on_tick(Instant::now(), load, &mut out);
+                    self.send_all(out).await;
+                }
+            }
+            self.publish(tick);
+            if self.protocol.shutdown_requested() && !self.shutdown_requested.is_cancelled() {
+                self.shutdown_requested.cancel();
+            }
+            let wanted = self.protocol.tick_interval();
+            if wanted != interval {
+                tracing::debug!(?wanted, "heartbeat interval changed");
+                interval = wanted;
+                ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            }
+        }
+    }
+
+    /// Verifies and handles one datagram; bad ones are logged (throttled) and dropped.
+    async fn on_datagram(&mut self, datagram: &[u8], src: SocketAddr) {
+        let now = Instant::now();
+        let packet = match self.codec.decode(datagram) {
+            Ok(packet) => packet,
+            Err(e) => {
+                if let Some(suppressed) = self.drop_warnings.allow(now) {
+                    tracing::warn!(%src, len = datagram.len(), error = %e, suppressed, "dropped membership datagram");
+                }
+                return;
+            }
+        };
+        tracing::trace!(%src, from = %packet.from, seq = packet.seq, kind = packet.body.name(), "received");
+        let mut out = Outbox::new();
+        self.protocol.on_packet(now, src, packet, &mut out);
+        self.send_all(out).await;
+    }
+
+    /// Publishes a snapshot if something changed: a membership change bumps the
+    /// version and wakes watchers; a load-only change is written silently, and only on
+    /// ticks (`tick`), so heartbeats do not churn snapshots.
+    fn publish(&mut self, tick: bool) {
+        let dirty = self.protocol.take_dirty();
+        self.load_pending |= dirty.load;
+        if dirty.membership {
+            self.version += 1;
+            self.load_pending = false;
+            let snapshot = Arc::new(self.protocol.snapshot(self.version));
+            self.snapshots.send_replace(snapshot);
+        } else if tick && self.load_pending {
+            self.load_pending = false;
+            let snapshot = Arc::new(self.protocol.snapshot(self.version));
+            self.snapshots.send_if_modified(|current| {
+                *current = snapshot;
+                false
+            });
+        }
+    }
+
+    /// Encodes and sends every queued packet. Failures are logged, never fatal: UDP is
+    /// lossy anyway and the protocol recovers on the next tick.
+    async fn send_all(&mut self, out: Outbox) {
+        for (dest, body) in out {
+            self.seq += 1;
+            let kind = body.name();
+            let packet = Packet {
+                from: self.me,
+                seq: self.seq,
+                body,
+            };
+            let bytes = match self.codec.encode(&packet) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(%dest, kind, error = %e, "cannot encode membership packet");
+                    continue;
+                }
+            };
+            tracing::trace!(%dest, seq = self.seq, kind, "sending");
+            if let Err(e) = self.socket.send_to(&bytes, dest).await {
+                if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
+                    tracing::warn!(%dest, kind, error = %e, suppressed, "membership send failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! [`Silo`]: a running silo and its lifecycle (start, references, stats, shutdown).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use granary_runtime::registry::registry;
+use granary_runtime::{Grain, GrainRef, GrainStorage, Router, StorageError};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::{Catalog, LocalRouter};
+use crate::config::SiloConfig;
+use crate::dispatcher::{Dispatcher, DispatcherStats, HostShared};
+
+/// Why a silo did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// No grain type is registered: the binary does not link a grain crate (or the
+    /// linker dropped its `register_grain!` items; reference a type of the crate).
+    #[error("no grain types are registered; link a grain crate into the silo binary")]
+    NoGrainTypes,
+    /// Two grain types share a name, or a grain lists a message twice.
+    #[error("grain registry is inconsistent: {0:?}")]
+    Registry(Vec<String>),
+    /// The storage provider could not be opened.
+    #[error("opening storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A socket could not be bound.
+    #[error("binding {what}: {source}")]
+    Bind {
+        /// Which socket.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running silo: hosts activations of every registered grain type.
+///
+/// Live state hangs off this value (no statics), so one process can run many silos.
+pub struct Silo {
+    /// Dispatchers and what they share.
+    catalog: Arc<Catalog>,
+    /// The router references from this silo use.
+    router: Arc<dyn Router>,
+}
+
+impl Silo {
+    /// Starts a single, stand-alone silo on `storage`.
+    pub async fn start(config: SiloConfig, storage: Arc<dyn GrainStorage>) -> Result<Silo, StartError> {
+        let catalog = build_catalog(&config, storage)?;
+        let router: Arc<dyn Router> = Arc::new(LocalRouter {
+            catalog: Arc::downgrade(&catalog),
+        });
+        let _ = catalog.shared.router.set(router.clone());
+        Ok(Silo { catalog, router })
+    }
+
+    /// A reference to the grain `G` with `key`.
+    pub fn grain<G: Grain>(&self, key: impl fmt::Display) -> GrainRef<G> {
+        GrainRef::new(self.router.clone(), key)
+    }
+
+    /// The router this silo's references use.
+    pub fn router(&self) -> Arc<dyn Router> {
+        self.router.clone()
+    }
+
+    /// The dispatcher of a grain type, by wire name.
+    pub fn dispatcher(&self, type_name: &str) -> Option<Arc<Dispatcher>> {
+        self.catalog.dispatcher(type_name).cloned()
+    }
+
+    /// Load figures of every grain type.
+    pub fn stats(&self) -> Vec<DispatcherStats> {
+        self.catalog.dispatchers().iter().map(|d| d.stats()).collect()
+    }
+
+    /// `(activations, queued messages)` over all grain types.
+    pub fn load(&self) -> (usize, usize) {
+        self.catalog
+            .dispatchers()
+            .iter()
+            .map(|d| d.load())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    }
+
+    /// Stops the silo: refuses new messages, lets each activation finish its turn, run
+    /// `on_deactivate` and write dirty state, fails still-queued messages with
+    /// `ShuttingDown`, and waits for every activation task.
+    pub async fn shutdown(self) {
+        let shared = &self.catalog.shared;
+        shared.closing.store(true, Ordering::Release);
+        shared.stop.cancel();
+        shared.tracker.close();
+        shared.tracker.wait().await;
+        tracing::info!("silo stopped");
+    }
+}
+
+impl fmt::Debug for Silo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Silo").field("catalog", &self.catalog).finish()
+    }
+}
+
+/// Checks the registry, logs the grain types and builds one dispatcher per type.
+pub(crate) fn build_catalog(
+    config: &SiloConfig,
+    storage: Arc<dyn GrainStorage>,
+) -> Result<Arc<Catalog>, StartError> {
+    let registry = registry();
+    if !registry.problems().is_empty() {
+        return Err(StartError::Registry(registry.problems().to_vec()));
+    }
+    let types = registry.grain_types();
+    if types.is_empty() {
+        return Err(StartError::NoGrainTypes);
+    }
+    let shared = Arc::new(HostShared {
+        storage,
+        router: OnceLock::new(),
+        stop: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        closing: AtomicBool::new(false),
+        next_activation: AtomicU64::new(1),
+    });
+    let mut dispatchers = HashMap::new();
+    for entry in types {
+        let idle = config.idle_timeout_for(entry.type_name, entry.idle_timeout);
+        tracing::info!(
+            grain_type = entry.type_name,
+            rust_type = entry.rust_name,
+            messages = ?entry.messages.iter().map(|m| m.message).collect::<Vec<_>>(),
+            idle_timeout = ?idle,
+            "registered grain type"
+        );
+        dispatchers.insert(
+            entry.type_name,
+            Dispatcher::new(entry, idle, config.mailbox_capacity, shared.clone()),
+        );
+    }
+    tracing::info!(
+        count = dispatchers.len(),
+        storage = shared.storage.name(),
+        "silo catalog ready"
+    );
+    Ok(Arc::new(Catalog::new(dispatchers, shared)))
+}

@@ -1,0 +1,471 @@
+//! The calling side: [`Peers`], a pool of one multiplexed connection per address.
+//!
+//! A call registers a waiter under a fresh request id, queues its encoded frame to the
+//! connection's writer and waits for the reader to route the matching response back.
+//! When a connection breaks, its reader fails every waiter at once ([`TransportError::Lost`]),
+//! and the next call to that address connects again.
+//!
+//! Reconnect policy: only one connect per address runs at a time (an async lock per
+//! address; concurrent callers wait for it and share the result). After a failed
+//! connect the address is in backoff (exponential with jitter, see
+//! [`TransportConfig::backoff_initial`]); calls made during the backoff **fail fast**
+//! with [`TransportError::Unreachable`] instead of waiting, so callers such as
+//! forwarding or the directory can react (pick another silo, report the error) at once.
+//! The first call after the backoff tries again; a success resets it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use futures::StreamExt;
+use granary_proto::frame::{Frame, FrameCodec, Request, Response};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{timeout_at, Instant};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, warn};
+
+use super::{writer, TransportConfig, TransportError};
+
+/// Locks a std mutex, ignoring poisoning (every critical section here leaves the data
+/// consistent, and none awaits).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Client side of the transport: one multiplexed connection per remote address, reused
+/// by every call to it. Cheap to clone (an `Arc` inside); clones share connections.
+///
+/// Dropping the last clone stops the connection tasks; [`Peers::close`] does the same
+/// and also waits for them.
+#[derive(Clone)]
+pub struct Peers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: TransportConfig,
+    codec: FrameCodec,
+    /// One slot per address ever called; a slot outlives its connections so its backoff
+    /// state survives a break.
+    slots: Mutex<HashMap<SocketAddr, Arc<Slot>>>,
+    /// Owns every connection's reader and writer task.
+    tasks: TaskTracker,
+    /// Cancelled by [`Peers::close`] (or when the last `Peers` is dropped); every
+    /// connection's stop token is a child of it.
+    closed: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// Per-address state.
+struct Slot {
+    /// The current connection, if any; replaced after it breaks.
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while connecting, so one connect runs per address; guards the backoff.
+    connect: tokio::sync::Mutex<Backoff>,
+}
+
+impl Slot {
+    /// The current connection if it is still usable.
+    fn live(&self) -> Option<Arc<Conn>> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|conn| !conn.stop.is_cancelled())
+            .cloned()
+    }
+
+    /// Clears the current connection if it is `conn`.
+    fn forget(&self, conn: &Arc<Conn>) {
+        let mut current = lock(&self.current);
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+        }
+    }
+}
+
+/// Connect failures to one address.
+#[derive(Debug, Default)]
+struct Backoff {
+    /// Consecutive failed connects.
+    failures: u32,
+    /// No new attempt before this instant.
+    retry_at: Option<Instant>,
+    /// The last connect error, repeated to callers during the backoff.
+    last_error: String,
+}
+
+/// One established connection.
+struct Conn {
+    addr: SocketAddr,
+    /// Encoded frames for the writer task.
+    queue: mpsc::Sender<Vec<u8>>,
+    /// Next request id on this connection.
+    next_id: AtomicU64,
+    pending: Mutex<Pending>,
+    /// Cancelled when the connection is broken or dropped; stops both tasks.
+    stop: CancellationToken,
+}
+
+/// Calls waiting for a response on one connection.
+#[derive(Default)]
+struct Pending {
+    waiting: HashMap<u64, oneshot::Sender<Response>>,
+    /// Set once the connection is broken; no call registers after that.
+    broken: Option<String>,
+}
+
+impl Conn {
+    /// Registers a waiter for `id`, unless the connection is already broken.
+    fn register(&self, id: u64) -> Result<oneshot::Receiver<Response>, String> {
+        let mut pending = lock(&self.pending);
+        if let Some(why) = &pending.broken {
+            return Err(why.clone());
+        }
+        let (tx, rx) = oneshot::channel();
+        pending.waiting.insert(id, tx);
+        Ok(rx)
+    }
+
+    /// Hands a response to its waiter (which may have given up already).
+    fn complete(&self, id: u64, response: Response) {
+        let waiter = lock(&self.pending).waiting.remove(&id);
+        match waiter {
+            Some(waiter) => {
+                let _ = waiter.send(response);
+            }
+            None => debug!(addr = %self.addr, id, "response for a call that gave up"),
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        lock(&self.pending).waiting.remove(&id);
+    }
+
+    /// Marks the connection broken (the first reason wins), fails every waiter at once
+    /// and stops the connection's tasks.
+    fn break_with(&self, why: String) {
+        let waiting = {
+            let mut pending = lock(&self.pending);
+            if pending.broken.is_none() {
+                pending.broken = Some(why);
+            }
+            std::mem::take(&mut pending.waiting)
+        };
+        self.stop.cancel();
+        // Dropping the senders wakes every waiter with `Lost`.
+        drop(waiting);
+    }
+
+    fn broken_reason(&self) -> String {
+        lock(&self.pending)
+            .broken
+            .clone()
+            .unwrap_or_else(|| "connection closed".to_owned())
+    }
+}
+
+/// Removes a call's waiter if the call ends without its response (deadline, or the
+/// caller dropped the future).
+struct WaiterGuard<'a> {
+    conn: &'a Conn,
+    id: u64,
+    answered: bool,
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.forget(self.id);
+        }
+    }
+}
+
+impl Peers {
+    /// An empty pool; connections are made on first use.
+    pub fn new(config: TransportConfig) -> Self {
+        let codec = FrameCodec::new(config.max_frame);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                codec,
+                slots: Mutex::new(HashMap::new()),
+                tasks: TaskTracker::new(),
+                closed: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> &TransportConfig {
+        &self.inner.config
+    }
+
+    /// Sends a request and waits for its response until `deadline`. Request ids come
+    /// from a per-connection counter.
+    ///
+    /// Errors:
+    /// - [`TransportError::Unreachable`]: no connection (connect failed or timed out,
+    ///   the address is in backoff, or the deadline passed while connecting); not sent.
+    /// - [`TransportError::Lost`]: the connection broke with the request in flight;
+    ///   reported as soon as the break is seen.
+    /// - [`TransportError::Timeout`]: no response by `deadline` (or the connection's
+    ///   queue stayed full until then).
+    /// - [`TransportError::TooLarge`] / [`TransportError::Encode`]: not sent.
+    /// - [`TransportError::Closed`]: [`Peers::close`] was called.
+    pub async fn call(
+        &self,
+        addr: SocketAddr,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, TransportError> {
+        let (conn, permit) = self.reserve(addr, deadline).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .inner
+            .codec
+            .encode_to_vec(&Frame::Request { id, body: request })
+            .map_err(TransportError::from_frame)?;
+        let response = conn.register(id).map_err(|why| {
+            TransportError::Unreachable(format!(
+                "connection to {addr} closed before sending: {why}"
+            ))
+        })?;
+        let mut guard = WaiterGuard {
+            conn: &conn,
+            id,
+            answered: false,
+        };
+        permit.send(bytes);
+        match timeout_at(deadline, response).await {
+            Ok(Ok(response)) => {
+                guard.answered = true;
+                Ok(response)
+            }
+            Ok(Err(_)) => {
+                guard.answered = true;
+                Err(TransportError::Lost(conn.broken_reason()))
+            }
+            Err(_) => Err(TransportError::Timeout),
+        }
+    }
+
+    /// Fire-and-forget (`Frame::OneWay`); `Ok` once queued on the connection. Connecting
+    /// and waiting for queue space are bounded by [`TransportConfig::connect_timeout`].
+    /// Errors as for [`Peers::call`]; once queued, a loss goes unreported.
+    pub async fn send_oneway(
+        &self,
+        addr: SocketAddr,
+        request: Request,
+    ) -> Result<(), TransportError> {
+        let deadline = Instant::now() + self.inner.config.connect_timeout;
+        let (_conn, permit) = self.reserve(addr, deadline).await?;
+        let bytes = self
+            .inner
+            .codec
+            .encode_to_vec(&Frame::OneWay(request))
+            .map_err(TransportError::from_frame)?;
+        permit.send(bytes);
+        Ok(())
+    }
+
+    /// Drops the connection to `addr` (e.g. the silo was declared dead), failing its
+    /// in-flight calls with [`TransportError::Lost`] at once. The next call to `addr`
+    /// connects again.
+    pub fn disconnect(&self, addr: SocketAddr) {
+        let slot = lock(&self.inner.slots).get(&addr).cloned();
+        let conn = slot.and_then(|slot| lock(&slot.current).take());
+        if let Some(conn) = conn {
+            conn.break_with(format!("disconnected from {addr}"));
+        }
+    }
+
+    /// Closes all connections (failing in-flight calls with [`TransportError::Lost`])
+    /// and waits for their tasks. Later calls fail with [`TransportError::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.cancel();
+        let slots: Vec<Arc<Slot>> = lock(&self.inner.slots).values().cloned().collect();
+        for slot in slots {
+            let conn = lock(&slot.current).take();
+            if let Some(conn) = conn {
+                conn.break_with("transport closed".to_owned());
+            }
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// A usable connection to `addr` and a reserved place in its queue.
+    async fn reserve(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<(Arc<Conn>, mpsc::OwnedPermit<Vec<u8>>), TransportError> {
+        // A connection found alive may break before we get queue space; then one
+        // fresh connection is tried.
+        for _ in 0..2 {
+            let conn = self.connection(addr, deadline).await?;
+            match timeout_at(deadline, conn.queue.clone().reserve_owned()).await {
+                Ok(Ok(permit)) => return Ok((conn, permit)),
+                Ok(Err(_)) => continue,
+                Err(_) => return Err(TransportError::Timeout),
+            }
+        }
+        Err(TransportError::Unreachable(format!(
+            "connection to {addr} kept closing before the request could be sent"
+        )))
+    }
+
+    /// The live connection to `addr`, connecting if there is none (see the module docs
+    /// for the backoff policy).
+    async fn connection(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+    ) -> Result<Arc<Conn>, TransportError> {
+        if self.inner.closed.is_cancelled() {
+            return Err(TransportError::Closed);
+        }
+        let slot = lock(&self.inner.slots)
+            .entry(addr)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    current: Mutex::new(None),
+                    connect: tokio::sync::Mutex::new(Backoff::default()),
+                })
+            })
+            .clone();
+        if let Some(conn) = slot.live() {
+            return Ok(conn);
+        }
+        let Ok(mut backoff) = timeout_at(deadline, slot.connect.lock()).await else {
+            return Err(TransportError::Unreachable(format!(
+                "still connecting to {addr} at the call's deadline"
+            )));
+        };
+        // Someone else may have connected while we waited for the lock.
+        if let Some(conn) = slot.live() {
+            return Ok(conn);
+        }
+        if self.inner.closed.is_cancelled() {
+            return Err(TransportError::Closed);
+        }
+        let now = Instant::now();
+        if let Some(retry_at) = backoff.retry_at.filter(|at| *at > now) {
+            return Err(TransportError::Unreachable(format!(
+                "{addr} is in backoff for another {:?} after {} failed connect(s): {}",
+                retry_at - now,
+                backoff.failures,
+                backoff.last_error
+            )));
+        }
+        let connect_deadline = deadline.min(now + self.inner.config.connect_timeout);
+        let error = match timeout_at(connect_deadline, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                *backoff = Backoff::default();
+                let conn = self.start(addr, &slot, stream);
+                *lock(&slot.current) = Some(conn.clone());
+                return Ok(conn);
+            }
+            Ok(Err(error)) => format!("connect to {addr} failed: {error}"),
+            Err(_) if connect_deadline < deadline => format!(
+                "connect to {addr} timed out after {:?}",
+                self.inner.config.connect_timeout
+            ),
+            // The caller's deadline, not the address, cut the attempt short: no backoff.
+            Err(_) => {
+                return Err(TransportError::Unreachable(format!(
+                    "deadline reached while connecting to {addr}"
+                )))
+            }
+        };
+        backoff.failures = backoff.failures.saturating_add(1);
+        let wait = self.inner.config.backoff(backoff.failures);
+        backoff.retry_at = Some(Instant::now() + wait);
+        backoff.last_error.clone_from(&error);
+        debug!(%addr, failures = backoff.failures, ?wait, %error, "connect failed; backing off");
+        Err(TransportError::Unreachable(error))
+    }
+
+    /// Starts the reader and writer tasks of a fresh connection.
+    fn start(&self, addr: SocketAddr, slot: &Arc<Slot>, stream: TcpStream) -> Arc<Conn> {
+        if let Err(error) = stream.set_nodelay(true) {
+            debug!(%addr, %error, "could not set TCP_NODELAY");
+        }
+        let (read, write) = stream.into_split();
+        let (queue, outbound) = mpsc::channel(self.inner.config.write_queue.max(1));
+        let conn = Arc::new(Conn {
+            addr,
+            queue,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(Pending::default()),
+            stop: self.inner.closed.child_token(),
+        });
+
+        let writing = conn.clone();
+        self.inner.tasks.spawn(async move {
+            let result = writer::write_frames(write, outbound, writing.stop.clone()).await;
+            let why = match result {
+                Ok(()) => "connection closed".to_owned(),
+                Err(error) => format!("write to {addr} failed: {error}"),
+            };
+            writing.break_with(why);
+        });
+        self.inner.tasks.spawn(read_responses(
+            read,
+            self.inner.codec,
+            conn.clone(),
+            slot.clone(),
+        ));
+        conn
+    }
+}
+
+/// Routes responses to their waiters until the connection ends, then fails the rest.
+async fn read_responses(read: OwnedReadHalf, codec: FrameCodec, conn: Arc<Conn>, slot: Arc<Slot>) {
+    let addr = conn.addr;
+    let mut frames = FramedRead::new(read, codec);
+    let why = loop {
+        let next = tokio::select! {
+            biased;
+            () = conn.stop.cancelled() => break "connection closed locally".to_owned(),
+            next = frames.next() => next,
+        };
+        match next {
+            Some(Ok(Frame::Response { id, body })) => conn.complete(id, body),
+            Some(Ok(_)) => {
+                warn!(%addr, "closing connection: server sent a request frame");
+                break format!("protocol error: {addr} sent a request frame");
+            }
+            Some(Err(error)) => {
+                warn!(%addr, %error, "closing connection: bad frame");
+                break format!("bad frame from {addr}: {error}");
+            }
+            None => break format!("{addr} closed the connection"),
+        }
+    };
+    conn.break_with(why);
+    slot.forget(&conn);
+}
+
+impl fmt::Debug for Peers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slots = lock(&self.inner.slots);
+        let connected = slots.values().filter(|slot| slot.live().is_some()).count();
+        f.debug_struct("Peers")
+            .field("config", &self.inner.config)
+            .field("addresses", &slots.len())
+            .field("connected", &connected)
+            .field("closed", &self.inner.closed.is_cancelled())
+            .finish()
+    }
+}
