@@ -52,7 +52,11 @@ impl Grain for Account {
 impl Handler<Follow> for Account {
     type Reply = u64;
 
-    async fn handle(&mut self, Follow(other): Follow, ctx: &mut GrainContext<Self>) -> Result<u64, GrainError> {
+    async fn handle(
+        &mut self,
+        Follow(other): Follow,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<u64, GrainError> {
         if other == ctx.key() {
             // Asking ourselves would wait for our own turn: refuse instead.
             return Err("an account cannot follow itself".into());
@@ -87,7 +91,11 @@ impl Handler<AddFollower> for Account {
 impl Handler<Followers> for Account {
     type Reply = u64;
 
-    async fn handle(&mut self, _: Followers, ctx: &mut GrainContext<Self>) -> Result<u64, GrainError> {
+    async fn handle(
+        &mut self,
+        _: Followers,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<u64, GrainError> {
         Ok(ctx.state().followers.len() as u64)
     }
 }
@@ -96,7 +104,11 @@ impl Handler<Followers> for Account {
 impl Handler<Following> for Account {
     type Reply = Vec<String>;
 
-    async fn handle(&mut self, _: Following, ctx: &mut GrainContext<Self>) -> Result<Vec<String>, GrainError> {
+    async fn handle(
+        &mut self,
+        _: Following,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<Vec<String>, GrainError> {
         Ok(ctx.state().following.iter().cloned().collect())
     }
 }

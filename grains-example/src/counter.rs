@@ -37,12 +37,12 @@ impl Grain for Counter {
 impl Handler<Add> for Counter {
     type Reply = i64;
 
-    async fn handle(&mut self, Add(n): Add, ctx: &mut GrainContext<Self>) -> Result<i64, GrainError> {
-        let value = ctx
-            .state()
-            .value
-            .checked_add(n)
-            .ok_or("counter overflow")?;
+    async fn handle(
+        &mut self,
+        Add(n): Add,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<i64, GrainError> {
+        let value = ctx.state().value.checked_add(n).ok_or("counter overflow")?;
         ctx.state_mut().value = value;
         ctx.write_state().await?;
         Ok(value)

@@ -28,7 +28,11 @@ impl Grain for Greeter {
 impl Handler<Hello> for Greeter {
     type Reply = String;
 
-    async fn handle(&mut self, Hello(name): Hello, ctx: &mut GrainContext<Self>) -> Result<String, GrainError> {
+    async fn handle(
+        &mut self,
+        Hello(name): Hello,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<String, GrainError> {
         self.greeted += 1;
         Ok(format!(
             "Hello, {name}! I am greeter {:?}; you are visitor #{} of this activation.",

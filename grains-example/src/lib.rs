@@ -5,7 +5,12 @@
 //! - [`counter`]: [`Counter`], a persistent counter (write-through on every change).
 //! - [`account`]: [`Account`], the social example: `Follow` on one account calls
 //!   `AddFollower` on another.
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod account;
 pub mod counter;

@@ -205,7 +205,12 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         Ok(grain) => grain,
         Err(err) => {
             tracing::warn!(grain = %id, error = %err, "activation failed");
-            host.retire(&id, activation_id, &mut mailbox, Leftovers::Fail(err.clone()));
+            host.retire(
+                &id,
+                activation_id,
+                &mut mailbox,
+                Leftovers::Fail(err.clone()),
+            );
             while let Some(envelope) = mailbox.recv().await {
                 envelope.fail(err.clone());
             }
@@ -247,10 +252,15 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         if exit == Exit::Panicked {
             break exit;
         }
-        match AssertUnwindSafe(grain.on_deactivate(&mut ctx)).catch_unwind().await {
+        match AssertUnwindSafe(grain.on_deactivate(&mut ctx))
+            .catch_unwind()
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(grain = %id, error = %e, "on_deactivate failed"),
-            Err(p) => tracing::error!(grain = %id, panic = panic_message(&*p), "on_deactivate panicked"),
+            Err(p) => {
+                tracing::error!(grain = %id, panic = panic_message(&*p), "on_deactivate panicked")
+            }
         }
         if ctx.needs_final_write() {
             if let Err(e) = ctx.write_state().await {
@@ -293,7 +303,10 @@ async fn turn<G: Grain>(
         return false;
     };
     let kind = reply.kind();
-    match AssertUnwindSafe((entry.handle)(grain, ctx, body, kind)).catch_unwind().await {
+    match AssertUnwindSafe((entry.handle)(grain, ctx, body, kind))
+        .catch_unwind()
+        .await
+    {
         Ok(result) => {
             reply.complete(result);
             false

@@ -34,7 +34,11 @@ pub struct GrainContext<G: Grain> {
 }
 
 impl<G: Grain> GrainContext<G> {
-    pub(crate) fn new(id: GrainId, storage: Arc<dyn GrainStorage>, router: Arc<dyn Router>) -> Self {
+    pub(crate) fn new(
+        id: GrainId,
+        storage: Arc<dyn GrainStorage>,
+        router: Arc<dyn Router>,
+    ) -> Self {
         Self {
             id,
             state: G::State::default(),
@@ -104,7 +108,11 @@ impl<G: Grain> GrainContext<G> {
             return Err(self.stale_error());
         }
         let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
-        match self.storage.write(&self.id, &data, self.etag.as_deref()).await {
+        match self
+            .storage
+            .write(&self.id, &data, self.etag.as_deref())
+            .await
+        {
             Ok(etag) => {
                 self.etag = Some(etag);
                 self.dirty = false;
@@ -161,7 +169,8 @@ impl<G: Grain> GrainContext<G> {
             return Ok(());
         }
         if let Some(stored) = self.storage.read(&self.id).await? {
-            self.state = codec::decode(&stored.data).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            self.state =
+                codec::decode(&stored.data).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             self.etag = Some(stored.etag);
         }
         self.dirty = false;
@@ -188,3 +197,6 @@ impl<G: Grain> fmt::Debug for GrainContext<G> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests;

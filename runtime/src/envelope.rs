@@ -46,7 +46,8 @@ impl Body {
     pub fn into_bytes(self) -> Result<(String, Vec<u8>), CallError> {
         match self {
             Body::Local { value, vtable } => {
-                let bytes = (vtable.encode)(value.as_ref()).map_err(|e| CallError::Codec(e.to_string()))?;
+                let bytes =
+                    (vtable.encode)(value.as_ref()).map_err(|e| CallError::Codec(e.to_string()))?;
                 Ok((vtable.message.to_owned(), bytes))
             }
             Body::Encoded { name, bytes } => Ok((name, bytes)),

@@ -50,7 +50,12 @@
 //!
 //! granary_runtime::register_grain!(Hello, handles = [Greet]);
 //! ```
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod activation;
 pub mod context;

@@ -141,7 +141,9 @@ impl<'a, G: Handler<M>, M: Message> IntoFuture for Tell<'a, G, M> {
 
 impl<G, M> fmt::Debug for Tell<'_, G, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tell").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Tell")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,7 +176,9 @@ impl<'a, G: Handler<M>, M: Message> IntoFuture for Ask<'a, G, M> {
             let reply = match tokio::time::timeout_at(deadline, rx).await {
                 Err(_) => return Err(CallError::Timeout),
                 Ok(Err(_)) => {
-                    return Err(CallError::Lost("the activation went away before replying".into()))
+                    return Err(CallError::Lost(
+                        "the activation went away before replying".into(),
+                    ))
                 }
                 Ok(Ok(reply)) => reply?,
             };
@@ -188,6 +192,8 @@ impl<'a, G: Handler<M>, M: Message> IntoFuture for Ask<'a, G, M> {
 
 impl<G, M> fmt::Debug for Ask<'_, G, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ask").field("timeout", &self.timeout).finish_non_exhaustive()
+        f.debug_struct("Ask")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }

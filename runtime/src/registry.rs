@@ -154,7 +154,10 @@ impl fmt::Debug for GrainTypeEntry {
         f.debug_struct("GrainTypeEntry")
             .field("type_name", &self.type_name)
             .field("rust_name", &self.rust_name)
-            .field("messages", &self.messages.iter().map(|m| m.message).collect::<Vec<_>>())
+            .field(
+                "messages",
+                &self.messages.iter().map(|m| m.message).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -276,3 +279,6 @@ macro_rules! register_grain {
     (@name $msg:ty) => { stringify!($msg) };
     (@name $msg:ty, $name:literal) => { $name };
 }
+
+#[cfg(test)]
+mod tests;

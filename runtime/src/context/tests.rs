@@ -1,0 +1,178 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::envelope::Envelope;
+use crate::grain::GrainError;
+use crate::storage::StoredState;
+use granary_proto::CallError;
+
+/// A minimal etag-checking store for unit tests (the real ones live in granary-silo).
+#[derive(Debug, Default)]
+struct TestStore {
+    records: Mutex<HashMap<GrainId, StoredState>>,
+    writes: Mutex<u64>,
+}
+
+#[async_trait]
+impl GrainStorage for TestStore {
+    fn name(&self) -> &'static str {
+        "test"
+    }
+    async fn read(&self, grain: &GrainId) -> Result<Option<StoredState>, StorageError> {
+        Ok(self.records.lock().unwrap().get(grain).cloned())
+    }
+    async fn write(
+        &self,
+        grain: &GrainId,
+        data: &[u8],
+        expected: Option<&str>,
+    ) -> Result<Etag, StorageError> {
+        let mut records = self.records.lock().unwrap();
+        let found = records.get(grain).map(|r| r.etag.clone());
+        if found.as_deref() != expected {
+            return Err(StorageError::Conflict {
+                grain: grain.clone(),
+                expected: expected.map(Into::into),
+                found,
+            });
+        }
+        let mut n = self.writes.lock().unwrap();
+        *n += 1;
+        let etag = format!("e{n}");
+        records.insert(
+            grain.clone(),
+            StoredState {
+                data: data.to_vec(),
+                etag: etag.clone(),
+            },
+        );
+        Ok(etag)
+    }
+    async fn clear(&self, grain: &GrainId, _expected: Option<&str>) -> Result<(), StorageError> {
+        self.records.lock().unwrap().remove(grain);
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct NoRoute;
+#[async_trait]
+impl Router for NoRoute {
+    async fn deliver(&self, envelope: Envelope, _: tokio::time::Instant) -> Result<(), CallError> {
+        envelope.fail(CallError::Unreachable("test".into()));
+        Err(CallError::Unreachable("test".into()))
+    }
+}
+
+struct Kept;
+#[derive(Default, Serialize, Deserialize, Debug, PartialEq)]
+struct KeptState {
+    n: u32,
+}
+#[async_trait]
+impl Grain for Kept {
+    const TYPE_NAME: &'static str = "unit.kept/v1";
+    type State = KeptState;
+    async fn on_activate(_: &mut GrainContext<Self>) -> Result<Self, GrainError> {
+        Ok(Kept)
+    }
+}
+
+struct Stateless;
+#[async_trait]
+impl Grain for Stateless {
+    const TYPE_NAME: &'static str = "unit.stateless/v1";
+    type State = ();
+    async fn on_activate(_: &mut GrainContext<Self>) -> Result<Self, GrainError> {
+        Ok(Stateless)
+    }
+}
+
+fn ctx<G: Grain>(store: &Arc<TestStore>, key: &str) -> GrainContext<G> {
+    GrainContext::new(
+        GrainId::new(G::TYPE_NAME, key),
+        store.clone(),
+        Arc::new(NoRoute),
+    )
+}
+
+#[tokio::test]
+async fn state_round_trips_with_etags_and_dirty_tracking() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "k");
+    a.load_state().await.unwrap();
+    assert_eq!(a.etag(), None);
+    assert!(!a.is_dirty());
+    a.state_mut().n = 3;
+    assert!(a.is_dirty() && a.needs_final_write());
+    a.write_state().await.unwrap();
+    assert!(!a.is_dirty());
+    assert_eq!(a.etag(), Some("e1"));
+
+    let mut b = ctx::<Kept>(&store, "k");
+    b.load_state().await.unwrap();
+    assert_eq!(b.state(), &KeptState { n: 3 });
+    assert_eq!(b.etag(), Some("e1"));
+}
+
+#[tokio::test]
+async fn a_conflict_poisons_the_context_and_requests_deactivation() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "k");
+    let mut b = ctx::<Kept>(&store, "k");
+    a.state_mut().n = 1;
+    a.write_state().await.unwrap();
+    b.state_mut().n = 2;
+    assert!(b.write_state().await.unwrap_err().is_conflict());
+    assert!(b.take_deactivate_request());
+    assert!(!b.needs_final_write(), "stale state must never be written");
+    assert!(
+        b.write_state().await.unwrap_err().is_conflict(),
+        "stays refused"
+    );
+    let mut fresh = ctx::<Kept>(&store, "k");
+    fresh.load_state().await.unwrap();
+    assert_eq!(fresh.state().n, 1);
+}
+
+#[tokio::test]
+async fn stateless_grains_never_touch_storage() {
+    let store = Arc::new(TestStore::default());
+    let mut s = ctx::<Stateless>(&store, "s");
+    s.load_state().await.unwrap();
+    s.state_mut();
+    s.write_state().await.unwrap();
+    assert!(!s.needs_final_write());
+    assert_eq!(*store.writes.lock().unwrap(), 0);
+    assert!(store.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn clear_resets_to_default_and_the_next_write_creates() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "c");
+    a.state_mut().n = 9;
+    a.write_state().await.unwrap();
+    a.clear_state().await.unwrap();
+    assert_eq!(a.state(), &KeptState::default());
+    assert_eq!(a.etag(), None);
+    a.state_mut().n = 1;
+    a.write_state().await.unwrap();
+    assert_eq!(store.records.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn references_carry_the_grain_identity() {
+    let store = Arc::new(TestStore::default());
+    let a = ctx::<Kept>(&store, "me");
+    assert_eq!(a.key(), "me");
+    assert_eq!(a.id().to_string(), "unit.kept/v1/me");
+    let other = a.grain::<Stateless>(42);
+    assert_eq!(other.id(), &GrainId::new("unit.stateless/v1", "42"));
+    let _ = Kept;
+    let _ = Stateless;
+}
