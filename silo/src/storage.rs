@@ -1,4 +1,4 @@
-//! Grain-state providers behind [`GrainStorage`](granary_runtime::GrainStorage).
+//! Grain-state providers behind [`GrainStorage`].
 //!
 //! - [`MemoryStorage`]: a map in this process; for tests and throwaway clusters.
 //! - [`EmbeddedStorage`]: one redb file on local disk; the default for a single silo.

@@ -16,6 +16,10 @@
 //! i.e. `Conflict`. Only CRUD and conditional updates are used, nothing that a
 //! MongoDB-compatible server might lack.
 //!
+//! The driver retries a write once after a network error (retryable writes). If the
+//! first attempt had landed, the retry matches nothing; a write that then finds its
+//! own, freshly issued etag in the record reports success rather than a conflict.
+//!
 //! # Timeouts and pooling ([`MongoOptions`]; a value set in the URI wins)
 //! - `server_selection_timeout` (5 s): how long an operation waits for a usable server
 //!   before failing with [`StorageError::Unavailable`]. Short, so a grain call fails
@@ -29,7 +33,7 @@
 //! # Errors
 //! Server selection, network, pool-cleared and "not primary / shutting down" errors,
 //! and `operation_timeout`, map to [`StorageError::Unavailable`]: the write was not
-//! acknowledged and can be retried (if it did land, the retry sees `Conflict` and the
+//! acknowledged and can be retried (if it did land, the caller's retry sees `Conflict`, the
 //! runtime deactivates the grain, which rereads its state). Everything else, including
 //! authentication and write-concern errors, maps to [`StorageError::Failed`]. States over
 //! [`MongoStorage::MAX_STATE_BYTES`] are refused with [`StorageError::TooLarge`] before
@@ -51,23 +55,24 @@ use mongodb::{Client, Collection};
 use super::record_id;
 
 /// Where and how [`MongoStorage`] connects. `Default` gives database `"granary"`,
-/// collection `"grains"` and the timeouts described in the [module docs](self).
+/// collection `"grains"`; each field below states its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MongoOptions {
-    /// Database that holds the collection.
+    /// Database that holds the collection (default `"granary"`).
     pub database: String,
-    /// Collection of grain documents.
+    /// Collection of grain documents (default `"grains"`).
     pub collection: String,
-    /// Wait for a usable server at most this long per operation (unless set in the URI).
+    /// Wait at most this long for a usable server, per operation (unless set in the
+    /// URI; default 5 s).
     pub server_selection_timeout: Duration,
-    /// Time allowed to open one connection (unless set in the URI).
+    /// Time allowed to open one connection (unless set in the URI; default 5 s).
     pub connect_timeout: Duration,
-    /// Connections per server in the driver's pool (unless set in the URI).
+    /// Connections per server in the driver's pool (unless set in the URI; default 32).
     pub max_pool_size: u32,
-    /// Upper bound on each read, write or clear, end to end.
+    /// Upper bound on each read, write or clear, end to end (default 10 s).
     pub operation_timeout: Duration,
     /// Ping the deployment in [`MongoStorage::connect`], so a wrong URI or a down
-    /// database fails at startup rather than at the first grain write.
+    /// database fails at startup rather than at the first grain write (default `true`).
     pub verify_on_connect: bool,
 }
 
@@ -177,11 +182,23 @@ impl MongoStorage {
         document.get_str("etag").ok().map(str::to_owned)
     }
 
-    async fn conflict(&self, grain: &GrainId, id: &str, expected: Option<&str>) -> StorageError {
-        StorageError::Conflict {
-            grain: grain.clone(),
-            expected: expected.map(str::to_owned),
-            found: self.found_etag(id).await,
+    /// After a write matched nothing: `Ok` if the record holds the etag this very write
+    /// issued (the driver retried a write that had landed before a network error, and
+    /// etags are unique), else the conflict.
+    async fn refused_write(
+        &self,
+        grain: &GrainId,
+        id: &str,
+        expected: Option<&str>,
+        issued: Etag,
+    ) -> Result<Etag, StorageError> {
+        match self.found_etag(id).await {
+            Some(found) if found == issued => Ok(issued),
+            found => Err(StorageError::Conflict {
+                grain: grain.clone(),
+                expected: expected.map(str::to_owned),
+                found,
+            }),
         }
     }
 }
@@ -286,7 +303,7 @@ impl GrainStorage for MongoStorage {
                 match tokio::time::timeout(self.operation_timeout, insert.into_future()).await {
                     Ok(Ok(_)) => Ok(etag),
                     Ok(Err(e)) if is_duplicate_key(&e) => {
-                        Err(self.conflict(grain, &id, None).await)
+                        self.refused_write(grain, &id, None, etag).await
                     }
                     Ok(Err(e)) => Err(classify("inserting grain state", e)),
                     Err(_) => Err(StorageError::Unavailable(format!(
@@ -306,7 +323,7 @@ impl GrainStorage for MongoStorage {
                 );
                 let result = self.timed("updating grain state", update).await?;
                 if result.matched_count == 0 {
-                    return Err(self.conflict(grain, &id, Some(expected)).await);
+                    return self.refused_write(grain, &id, Some(expected), etag).await;
                 }
                 Ok(etag)
             }
@@ -336,7 +353,11 @@ impl GrainStorage for MongoStorage {
                     .delete_one(doc! { "_id": &id, "etag": expected });
                 let result = self.timed("clearing grain state", delete).await?;
                 if result.deleted_count == 0 {
-                    return Err(self.conflict(grain, &id, Some(expected)).await);
+                    return Err(StorageError::Conflict {
+                        grain: grain.clone(),
+                        expected: Some(expected.to_owned()),
+                        found: self.found_etag(&id).await,
+                    });
                 }
                 Ok(())
             }
