@@ -9,7 +9,12 @@
 //! - [`codec`]: the only place that calls bincode; everything else encodes through it.
 //! - [`packet`]: UDP membership packets (HANDSHAKE, WELCOME, HEARTBEAT, …), HMAC-signed.
 //! - [`frame`]: TCP frames between clients and silos and between silos.
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod codec;
 pub mod error;

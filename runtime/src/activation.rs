@@ -80,6 +80,13 @@ pub trait ActivationHost: Send + Sync + 'static {
     /// Runs the activation's task; the host tracks it so shutdown can wait for it.
     fn spawn(&self, task: BoxFuture<'static, ()>);
 
+    /// Called after the final state write and before [`ActivationHost::retire`]: a
+    /// clustered host removes the grain's directory entry here, while messages still
+    /// queue in this activation's mailbox (they are handed on by `retire`).
+    fn release(&self, _id: &GrainId) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+
     /// Called once, when the activation is done. The host removes activation
     /// `activation_id` of `id` from its table and closes `mailbox`, then deals with what
     /// is still queued as `leftovers` says (or fails it if the host is shutting down).
@@ -205,6 +212,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         Ok(grain) => grain,
         Err(err) => {
             tracing::warn!(grain = %id, error = %err, "activation failed");
+            host.release(&id).await;
             host.retire(
                 &id,
                 activation_id,
@@ -279,6 +287,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     };
     tracing::trace!(grain = %id, reason = ?exit, "deactivated");
 
+    host.release(&id).await;
     host.retire(&id, activation_id, &mut mailbox, Leftovers::Redeliver);
     // Senders that raced the close: their messages still go to the next activation.
     while let Some(envelope) = mailbox.recv().await {

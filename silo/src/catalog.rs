@@ -21,8 +21,14 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    pub(crate) fn new(dispatchers: HashMap<&'static str, Arc<Dispatcher>>, shared: Arc<HostShared>) -> Self {
-        Self { dispatchers, shared }
+    pub(crate) fn new(
+        dispatchers: HashMap<&'static str, Arc<Dispatcher>>,
+        shared: Arc<HostShared>,
+    ) -> Self {
+        Self {
+            dispatchers,
+            shared,
+        }
     }
 
     /// The dispatcher of `type_name`.
@@ -38,7 +44,11 @@ impl Catalog {
     }
 
     /// Delivers to an activation on this silo, creating it if needed.
-    pub(crate) async fn deliver_local(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+    pub(crate) async fn deliver_local(
+        &self,
+        envelope: Envelope,
+        deadline: Instant,
+    ) -> Result<(), CallError> {
         match self.dispatchers.get(envelope.target.type_name.as_ref()) {
             Some(dispatcher) => dispatcher.deliver(envelope, deadline).await,
             None => {
@@ -52,7 +62,9 @@ impl Catalog {
 
 impl fmt::Debug for Catalog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Catalog").field("dispatchers", &self.dispatchers.len()).finish()
+        f.debug_struct("Catalog")
+            .field("dispatchers", &self.dispatchers.len())
+            .finish()
     }
 }
 

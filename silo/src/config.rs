@@ -37,7 +37,11 @@ impl SiloConfig {
     }
 
     /// Sets the idle timeout of one grain type.
-    pub fn with_type_idle_timeout(mut self, type_name: impl Into<String>, timeout: Duration) -> Self {
+    pub fn with_type_idle_timeout(
+        mut self,
+        type_name: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
         self.idle_timeouts.insert(type_name.into(), timeout);
         self
     }

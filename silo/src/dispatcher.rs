@@ -37,7 +37,14 @@ pub(crate) struct HostShared {
     pub(crate) closing: AtomicBool,
     /// Source of activation ids.
     pub(crate) next_activation: AtomicU64,
+    /// Clustered silos: releases a grain's directory entry at deactivation, and queued
+    /// leftovers are re-routed through the router (the grain may move) instead of
+    /// re-activated here.
+    pub(crate) release: OnceLock<ReleaseHook>,
 }
+
+/// Removes a grain's directory entry (set by the cluster layer).
+pub(crate) type ReleaseHook = Arc<dyn Fn(GrainId) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One live activation in the table.
 struct Slot {
@@ -180,12 +187,7 @@ impl Dispatcher {
         let activation_id = self.shared.next_activation.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(ActivationStats::new());
         let stop = self.shared.stop.child_token();
-        let router = self
-            .shared
-            .router
-            .get()
-            .expect("router is set before the silo serves")
-            .clone();
+        let router = self.router();
         (self.entry.spawn)(granary_runtime::__private::ActivationArgs {
             id,
             activation_id,
@@ -203,6 +205,14 @@ impl Dispatcher {
             stats,
             stop,
         }
+    }
+
+    fn router(&self) -> Arc<dyn Router> {
+        self.shared
+            .router
+            .get()
+            .expect("router is set before the silo serves")
+            .clone()
     }
 
     /// Number of live activations.
@@ -271,6 +281,13 @@ impl ActivationHost for Dispatcher {
         self.shared.tracker.spawn(task);
     }
 
+    fn release(&self, id: &GrainId) -> BoxFuture<'static, ()> {
+        match self.shared.release.get() {
+            Some(hook) => hook(id.clone()),
+            None => Box::pin(async {}),
+        }
+    }
+
     fn retire(
         &self,
         id: &GrainId,
@@ -305,6 +322,19 @@ impl ActivationHost for Dispatcher {
             for envelope in queued {
                 envelope.fail(err.clone());
             }
+            return;
+        }
+        if self.shared.release.get().is_some() {
+            // Clustered: the entry is released, the grain may now live elsewhere. Re-route
+            // the queue in order through the router.
+            drop(table);
+            let router = self.router();
+            self.shared.tracker.spawn(async move {
+                for envelope in queued {
+                    let deadline = Instant::now() + granary_runtime::DEFAULT_CALL_TIMEOUT;
+                    let _ = router.deliver(envelope, deadline).await;
+                }
+            });
             return;
         }
         // Hand the queue, in order, to the next activation before anyone else can reach it.

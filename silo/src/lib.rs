@@ -13,10 +13,16 @@
 //! └── Catalog ── Dispatcher (one per grain type)
 //!                 └── activation task (one per active grain, owns the grain + its state)
 //! ```
-#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 mod catalog;
 pub mod config;
+pub mod directory;
 pub mod dispatcher;
 pub mod membership;
 pub mod silo;

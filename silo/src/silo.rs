@@ -27,6 +27,12 @@ pub enum StartError {
     /// The storage provider could not be opened.
     #[error("opening storage: {0}")]
     Storage(#[from] StorageError),
+    /// The membership protocol could not start (bad settings).
+    #[error("starting membership: {0}")]
+    Membership(crate::membership::MembershipError),
+    /// A master was started without a grain store (it serves the cluster's store).
+    #[error("a master silo needs a grain store")]
+    MasterNeedsStorage,
     /// A socket could not be bound.
     #[error("binding {what}: {source}")]
     Bind {
@@ -49,7 +55,10 @@ pub struct Silo {
 
 impl Silo {
     /// Starts a single, stand-alone silo on `storage`.
-    pub async fn start(config: SiloConfig, storage: Arc<dyn GrainStorage>) -> Result<Silo, StartError> {
+    pub async fn start(
+        config: SiloConfig,
+        storage: Arc<dyn GrainStorage>,
+    ) -> Result<Silo, StartError> {
         let catalog = build_catalog(&config, storage)?;
         let router: Arc<dyn Router> = Arc::new(LocalRouter {
             catalog: Arc::downgrade(&catalog),
@@ -75,7 +84,11 @@ impl Silo {
 
     /// Load figures of every grain type.
     pub fn stats(&self) -> Vec<DispatcherStats> {
-        self.catalog.dispatchers().iter().map(|d| d.stats()).collect()
+        self.catalog
+            .dispatchers()
+            .iter()
+            .map(|d| d.stats())
+            .collect()
     }
 
     /// `(activations, queued messages)` over all grain types.
@@ -102,7 +115,9 @@ impl Silo {
 
 impl fmt::Debug for Silo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Silo").field("catalog", &self.catalog).finish()
+        f.debug_struct("Silo")
+            .field("catalog", &self.catalog)
+            .finish()
     }
 }
 
@@ -126,6 +141,7 @@ pub(crate) fn build_catalog(
         tracker: TaskTracker::new(),
         closing: AtomicBool::new(false),
         next_activation: AtomicU64::new(1),
+        release: OnceLock::new(),
     });
     let mut dispatchers = HashMap::new();
     for entry in types {

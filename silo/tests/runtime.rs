@@ -63,7 +63,12 @@ fn gates() -> &'static Mutex<HashMap<String, Arc<Notify>>> {
 }
 
 fn gate(key: &str) -> Arc<Notify> {
-    gates().lock().unwrap().entry(key.to_owned()).or_default().clone()
+    gates()
+        .lock()
+        .unwrap()
+        .entry(key.to_owned())
+        .or_default()
+        .clone()
 }
 
 #[async_trait]
@@ -72,7 +77,11 @@ impl Grain for Tally {
     type State = TallyState;
 
     async fn on_activate(ctx: &mut GrainContext<Self>) -> Result<Self, GrainError> {
-        *activations().lock().unwrap().entry(ctx.key().to_owned()).or_default() += 1;
+        *activations()
+            .lock()
+            .unwrap()
+            .entry(ctx.key().to_owned())
+            .or_default() += 1;
         // Widen the race window for concurrent first calls.
         tokio::task::yield_now().await;
         Ok(Tally {
@@ -84,7 +93,11 @@ impl Grain for Tally {
 #[async_trait]
 impl Handler<Add> for Tally {
     type Reply = i64;
-    async fn handle(&mut self, Add(n): Add, ctx: &mut GrainContext<Self>) -> Result<i64, GrainError> {
+    async fn handle(
+        &mut self,
+        Add(n): Add,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<i64, GrainError> {
         ctx.state_mut().total += n;
         ctx.write_state().await?;
         Ok(ctx.state().total)
@@ -94,7 +107,11 @@ impl Handler<Add> for Tally {
 #[async_trait]
 impl Handler<AddLazily> for Tally {
     type Reply = i64;
-    async fn handle(&mut self, AddLazily(n): AddLazily, ctx: &mut GrainContext<Self>) -> Result<i64, GrainError> {
+    async fn handle(
+        &mut self,
+        AddLazily(n): AddLazily,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<i64, GrainError> {
         ctx.state_mut().total += n;
         Ok(ctx.state().total)
     }
@@ -128,7 +145,11 @@ impl Handler<Fail> for Tally {
 #[async_trait]
 impl Handler<SlowTurn> for Tally {
     type Reply = usize;
-    async fn handle(&mut self, SlowTurn(ms): SlowTurn, _ctx: &mut GrainContext<Self>) -> Result<usize, GrainError> {
+    async fn handle(
+        &mut self,
+        SlowTurn(ms): SlowTurn,
+        _ctx: &mut GrainContext<Self>,
+    ) -> Result<usize, GrainError> {
         let now = self.in_turn.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.in_turn.fetch_sub(1, Ordering::SeqCst);
@@ -139,13 +160,20 @@ impl Handler<SlowTurn> for Tally {
 #[async_trait]
 impl Handler<WaitGate> for Tally {
     type Reply = ();
-    async fn handle(&mut self, _: WaitGate, ctx: &mut GrainContext<Self>) -> Result<(), GrainError> {
+    async fn handle(
+        &mut self,
+        _: WaitGate,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<(), GrainError> {
         gate(ctx.key()).notified().await;
         Ok(())
     }
 }
 
-granary_runtime::register_grain!(Tally, handles = [Add, AddLazily, Total, Boom, Fail, SlowTurn, WaitGate]);
+granary_runtime::register_grain!(
+    Tally,
+    handles = [Add, AddLazily, Total, Boom, Fail, SlowTurn, WaitGate]
+);
 
 /// A grain with a short idle timeout of its own.
 struct Brief;
@@ -165,7 +193,11 @@ impl Grain for Brief {
 #[async_trait]
 impl Handler<Ping> for Brief {
     type Reply = String;
-    async fn handle(&mut self, _: Ping, _ctx: &mut GrainContext<Self>) -> Result<String, GrainError> {
+    async fn handle(
+        &mut self,
+        _: Ping,
+        _ctx: &mut GrainContext<Self>,
+    ) -> Result<String, GrainError> {
         Ok("pong".into())
     }
 }
@@ -220,7 +252,11 @@ async fn one_activation_under_1000_concurrent_first_calls() {
         replies.push(call.await.unwrap().unwrap());
     }
     replies.sort_unstable();
-    assert_eq!(replies, (1..=1000).collect::<Vec<i64>>(), "every add applied once, in some order");
+    assert_eq!(
+        replies,
+        (1..=1000).collect::<Vec<i64>>(),
+        "every add applied once, in some order"
+    );
     assert_eq!(activation_count("crowd"), 1);
     Arc::into_inner(silo).unwrap().shutdown().await;
 }
@@ -235,7 +271,11 @@ async fn turns_never_interleave() {
         })
         .collect();
     for call in calls {
-        assert_eq!(call.await.unwrap().unwrap(), 1, "a handler saw another turn running");
+        assert_eq!(
+            call.await.unwrap().unwrap(),
+            1,
+            "a handler saw another turn running"
+        );
     }
     // A handler awaiting keeps the next message waiting.
     let blocked = silo.grain::<Tally>("gated");
@@ -248,9 +288,17 @@ async fn turns_never_interleave() {
         async move { g.ask(Total).await }
     });
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
-    eventually("second message queued behind the first", Duration::from_secs(5), || {
-        dispatcher.stats().grains.iter().any(|g| g.key == "gated" && g.queue_depth == 1)
-    })
+    eventually(
+        "second message queued behind the first",
+        Duration::from_secs(5),
+        || {
+            dispatcher
+                .stats()
+                .grains
+                .iter()
+                .any(|g| g.key == "gated" && g.queue_depth == 1)
+        },
+    )
     .await;
     assert!(!second.is_finished());
     gate("gated").notify_one();
@@ -271,13 +319,27 @@ async fn idle_deactivation_persists_and_reactivation_restores() {
 
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     tokio::time::sleep(Duration::from_secs(59)).await;
-    assert!(dispatcher.is_active("sleepy"), "deactivated before its idle timeout");
+    assert!(
+        dispatcher.is_active("sleepy"),
+        "deactivated before its idle timeout"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    eventually("idle grain deactivated", Duration::from_secs(5), || !dispatcher.is_active("sleepy")).await;
-    let stored = storage.read(&tally_id("sleepy")).await.unwrap().expect("state written on deactivation");
+    eventually("idle grain deactivated", Duration::from_secs(5), || {
+        !dispatcher.is_active("sleepy")
+    })
+    .await;
+    let stored = storage
+        .read(&tally_id("sleepy"))
+        .await
+        .unwrap()
+        .expect("state written on deactivation");
     assert!(!stored.data.is_empty());
 
-    assert_eq!(g.ask(Total).await.unwrap(), 7, "re-activation restores the state");
+    assert_eq!(
+        g.ask(Total).await.unwrap(),
+        7,
+        "re-activation restores the state"
+    );
     assert_eq!(activation_count("sleepy"), 2);
     silo.shutdown().await;
 }
@@ -292,20 +354,31 @@ async fn idle_timeout_per_type_and_per_silo() {
     )
     .await
     .unwrap();
-    assert_eq!(silo.dispatcher(Tally::TYPE_NAME).unwrap().idle_timeout(), Duration::from_secs(30));
+    assert_eq!(
+        silo.dispatcher(Tally::TYPE_NAME).unwrap().idle_timeout(),
+        Duration::from_secs(30)
+    );
     // `Brief` sets its own 5 s.
     let brief = silo.dispatcher(Brief::TYPE_NAME).unwrap();
     assert_eq!(brief.idle_timeout(), Duration::from_secs(5));
     silo.grain::<Brief>("b").ask(Ping).await.unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    eventually("brief grain deactivated", Duration::from_secs(5), || !brief.is_active("b")).await;
+    eventually("brief grain deactivated", Duration::from_secs(5), || {
+        !brief.is_active("b")
+    })
+    .await;
     silo.shutdown().await;
 }
 
 #[tokio::test]
 async fn default_idle_timeout_is_fifteen_minutes() {
-    let silo = Silo::start(SiloConfig::default(), Arc::new(MemoryStorage::new())).await.unwrap();
-    assert_eq!(silo.dispatcher(Tally::TYPE_NAME).unwrap().idle_timeout(), Duration::from_secs(15 * 60));
+    let silo = Silo::start(SiloConfig::default(), Arc::new(MemoryStorage::new()))
+        .await
+        .unwrap();
+    assert_eq!(
+        silo.dispatcher(Tally::TYPE_NAME).unwrap().idle_timeout(),
+        Duration::from_secs(15 * 60)
+    );
     silo.shutdown().await;
 }
 
@@ -318,7 +391,10 @@ async fn messages_during_deactivation_wait_for_the_next_activation() {
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     // Let the idle timer fire; the final write then takes 2 s.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    eventually("deactivation write started", Duration::from_secs(5), || storage.writes_started() == 1).await;
+    eventually("deactivation write started", Duration::from_secs(5), || {
+        storage.writes_started() == 1
+    })
+    .await;
     // These arrive while the old activation is writing its state.
     let during: Vec<_> = (0..10)
         .map(|_| {
@@ -331,7 +407,11 @@ async fn messages_during_deactivation_wait_for_the_next_activation() {
         totals.push(call.await.unwrap().unwrap());
     }
     totals.sort_unstable();
-    assert_eq!(totals, (2..=11).collect::<Vec<i64>>(), "each message applied once, on top of the persisted 1");
+    assert_eq!(
+        totals,
+        (2..=11).collect::<Vec<i64>>(),
+        "each message applied once, on top of the persisted 1"
+    );
     assert_eq!(activation_count("handover"), 2);
     assert!(dispatcher.is_active("handover"));
     silo.shutdown().await;
@@ -346,13 +426,22 @@ async fn etag_conflict_fails_the_write_and_deactivates() {
     // Someone else (another activation, an operator) writes newer state.
     let current = storage.read(&tally_id("contested")).await.unwrap().unwrap();
     let newer = granary_proto::codec::encode(&TallyState { total: 100 }).unwrap();
-    storage.write(&tally_id("contested"), &newer, Some(&current.etag)).await.unwrap();
+    storage
+        .write(&tally_id("contested"), &newer, Some(&current.etag))
+        .await
+        .unwrap();
 
     let err = g.ask(Add(1)).await.unwrap_err();
-    assert!(matches!(err, CallError::Storage(ref m) if m.contains("etag conflict")), "{err:?}");
+    assert!(
+        matches!(err, CallError::Storage(ref m) if m.contains("etag conflict")),
+        "{err:?}"
+    );
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     let deadline = Duration::from_secs(5);
-    eventually("conflicted grain deactivated", deadline, || !dispatcher.is_active("contested")).await;
+    eventually("conflicted grain deactivated", deadline, || {
+        !dispatcher.is_active("contested")
+    })
+    .await;
     // The newer state was not overwritten, and the next activation reads it.
     assert_eq!(g.ask(Total).await.unwrap(), 100);
     assert_eq!(g.ask(Add(1)).await.unwrap(), 101);
@@ -366,7 +455,10 @@ async fn a_panicking_handler_fails_its_call_only() {
     let g = silo.grain::<Tally>("fragile");
     assert_eq!(g.ask(Add(3)).await.unwrap(), 3);
     let err = g.ask(Boom).await.unwrap_err();
-    assert!(matches!(err, CallError::Panicked(ref m) if m.contains("boom in fragile")), "{err:?}");
+    assert!(
+        matches!(err, CallError::Panicked(ref m) if m.contains("boom in fragile")),
+        "{err:?}"
+    );
     // Other grains are unaffected; this one re-activates from storage, without the
     // state the panicking turn left behind.
     assert_eq!(silo.grain::<Tally>("sturdy").ask(Add(1)).await.unwrap(), 1);
@@ -379,7 +471,10 @@ async fn a_panicking_handler_fails_its_call_only() {
 async fn handler_errors_keep_the_grain_active() {
     let silo = start(Arc::new(MemoryStorage::new()), Duration::from_secs(600)).await;
     let g = silo.grain::<Tally>("grumpy");
-    assert_eq!(g.ask(Fail).await.unwrap_err(), CallError::Handler("refused".into()));
+    assert_eq!(
+        g.ask(Fail).await.unwrap_err(),
+        CallError::Handler("refused".into())
+    );
     assert_eq!(g.ask(Add(1)).await.unwrap(), 1);
     assert_eq!(activation_count("grumpy"), 1);
     silo.shutdown().await;
@@ -390,13 +485,20 @@ async fn ask_times_out() {
     let silo = start(Arc::new(MemoryStorage::new()), Duration::from_secs(600)).await;
     let g = silo.grain::<Tally>("stuck");
     let started = Instant::now();
-    let err = g.ask(WaitGate).timeout(Duration::from_secs(3)).await.unwrap_err();
+    let err = g
+        .ask(WaitGate)
+        .timeout(Duration::from_secs(3))
+        .await
+        .unwrap_err();
     assert_eq!(err, CallError::Timeout);
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(started.elapsed() < Duration::from_secs(4));
     gate("stuck").notify_one();
     // The default is 30 s, as in Orleans.
-    assert_eq!(granary_runtime::DEFAULT_CALL_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(
+        granary_runtime::DEFAULT_CALL_TIMEOUT,
+        Duration::from_secs(30)
+    );
     silo.shutdown().await;
 }
 
@@ -415,16 +517,28 @@ async fn full_mailbox_applies_backpressure_then_fails() {
     });
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     eventually("blocker running", Duration::from_secs(5), || {
-        dispatcher.stats().grains.iter().any(|s| s.key == "crowded" && s.queue_depth == 0)
+        dispatcher
+            .stats()
+            .grains
+            .iter()
+            .any(|s| s.key == "crowded" && s.queue_depth == 0)
     })
     .await;
     g.tell(AddLazily(1)).await.unwrap();
     g.tell(AddLazily(1)).await.unwrap();
-    let err = g.tell(AddLazily(1)).timeout(Duration::from_secs(1)).await.unwrap_err();
+    let err = g
+        .tell(AddLazily(1))
+        .timeout(Duration::from_secs(1))
+        .await
+        .unwrap_err();
     assert_eq!(err, CallError::MailboxFull);
     gate("crowded").notify_one();
     blocker.await.unwrap().unwrap();
-    assert_eq!(g.ask(Total).await.unwrap(), 2, "the rejected tell was not applied");
+    assert_eq!(
+        g.ask(Total).await.unwrap(),
+        2,
+        "the rejected tell was not applied"
+    );
     silo.shutdown().await;
 }
 
@@ -437,7 +551,11 @@ async fn unknown_grain_types_and_messages_are_clear_errors() {
     #[async_trait]
     impl Handler<Unlisted> for Tally {
         type Reply = ();
-        async fn handle(&mut self, _: Unlisted, _: &mut GrainContext<Self>) -> Result<(), GrainError> {
+        async fn handle(
+            &mut self,
+            _: Unlisted,
+            _: &mut GrainContext<Self>,
+        ) -> Result<(), GrainError> {
             Ok(())
         }
     }
@@ -474,7 +592,11 @@ async fn shutdown_writes_dirty_state_and_refuses_new_work() {
     g.ask(AddLazily(42)).await.unwrap();
     let router = silo.router();
     silo.shutdown().await;
-    let stored = storage.read(&tally_id("closing")).await.unwrap().expect("written at shutdown");
+    let stored = storage
+        .read(&tally_id("closing"))
+        .await
+        .unwrap()
+        .expect("written at shutdown");
     let state: TallyState = granary_proto::codec::decode(&stored.data).unwrap();
     assert_eq!(state.total, 42);
     let late = GrainRef::<Tally>::new(router, "closing");
@@ -490,10 +612,18 @@ async fn failed_final_write_keeps_the_grain_and_its_state() {
     storage.fail.store(true, Ordering::SeqCst);
     let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     tokio::time::sleep(Duration::from_secs(25)).await;
-    assert!(dispatcher.is_active("unsaved"), "deactivated although its state could not be written");
+    assert!(
+        dispatcher.is_active("unsaved"),
+        "deactivated although its state could not be written"
+    );
     storage.fail.store(false, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(11)).await;
-    eventually("deactivated once storage is back", Duration::from_secs(5), || !dispatcher.is_active("unsaved")).await;
+    eventually(
+        "deactivated once storage is back",
+        Duration::from_secs(5),
+        || !dispatcher.is_active("unsaved"),
+    )
+    .await;
     assert_eq!(g.ask(Total).await.unwrap(), 9);
     silo.shutdown().await;
 }
@@ -510,7 +640,12 @@ async fn thousands_of_grains_run_concurrently() {
     for (i, call) in calls.into_iter().enumerate() {
         assert_eq!(call.await.unwrap().unwrap(), i as i64);
     }
-    assert_eq!(silo.dispatcher(Tally::TYPE_NAME).unwrap().activation_count(), 5000);
+    assert_eq!(
+        silo.dispatcher(Tally::TYPE_NAME)
+            .unwrap()
+            .activation_count(),
+        5000
+    );
     let (active, _) = silo.load();
     assert!(active >= 5000);
     Arc::into_inner(silo).unwrap().shutdown().await;
@@ -547,7 +682,12 @@ impl GrainStorage for SlowStorage {
     async fn read(&self, grain: &GrainId) -> Result<Option<StoredState>, StorageError> {
         self.inner.read(grain).await
     }
-    async fn write(&self, grain: &GrainId, data: &[u8], expected: Option<&str>) -> Result<String, StorageError> {
+    async fn write(
+        &self,
+        grain: &GrainId,
+        data: &[u8],
+        expected: Option<&str>,
+    ) -> Result<String, StorageError> {
         self.writes.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.write(grain, data, expected).await
@@ -572,7 +712,12 @@ impl GrainStorage for FlakyStorage {
     async fn read(&self, grain: &GrainId) -> Result<Option<StoredState>, StorageError> {
         self.inner.read(grain).await
     }
-    async fn write(&self, grain: &GrainId, data: &[u8], expected: Option<&str>) -> Result<String, StorageError> {
+    async fn write(
+        &self,
+        grain: &GrainId,
+        data: &[u8],
+        expected: Option<&str>,
+    ) -> Result<String, StorageError> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(StorageError::Unavailable("test outage".into()));
         }

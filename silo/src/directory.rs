@@ -1,0 +1,151 @@
+//! The grain directory, kept by the master: which silo hosts each grain's one activation.
+//!
+//! `resolve` is the only way an entry is created: it returns the live entry for a grain
+//! or, if there is none, places the grain on a slave and records that, atomically under
+//! one lock. Concurrent first calls from anywhere in the cluster therefore race to this
+//! one function, and all of them get the same answer: exactly one activation.
+//!
+//! Placement is power-of-two-choices over the live slaves, scored by how many directory
+//! entries each holds plus the queue depth it last reported. The entry count is exact
+//! and updated on every placement, so a burst of new grains between two heartbeats is
+//! still spread evenly.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use granary_proto::frame::SiloAddr;
+use granary_proto::{CallError, GrainId};
+
+/// A slave that may receive new activations, with its last reported load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Where it serves grain traffic.
+    pub silo: SiloAddr,
+    /// Messages queued there, from its last heartbeat.
+    pub queue_depth: u64,
+}
+
+/// The master's grain directory.
+#[derive(Debug, Default)]
+pub struct Directory {
+    /// Entries and per-silo counts; never locked across an `.await`.
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Grain → the silo hosting its activation.
+    entries: HashMap<GrainId, SiloAddr>,
+    /// Silo → number of entries pointing at it (placement load).
+    per_silo: HashMap<SiloAddr, usize>,
+}
+
+impl Inner {
+    fn insert(&mut self, grain: GrainId, silo: SiloAddr) {
+        if let Some(old) = self.entries.insert(grain, silo) {
+            self.dec(old);
+        }
+        *self.per_silo.entry(silo).or_default() += 1;
+    }
+
+    fn dec(&mut self, silo: SiloAddr) {
+        if let Some(n) = self.per_silo.get_mut(&silo) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_silo.remove(&silo);
+            }
+        }
+    }
+
+    fn score(&self, c: &Candidate) -> u64 {
+        self.per_silo.get(&c.silo).copied().unwrap_or(0) as u64 + c.queue_depth
+    }
+
+    /// Power of two choices: the less loaded of two distinct random candidates.
+    fn place(&self, candidates: &[Candidate]) -> Option<SiloAddr> {
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0].silo),
+            n => {
+                let a = fastrand::usize(..n);
+                let mut b = fastrand::usize(..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (ca, cb) = (&candidates[a], &candidates[b]);
+                Some(if self.score(cb) < self.score(ca) { cb.silo } else { ca.silo })
+            }
+        }
+    }
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("directory poisoned")
+    }
+
+    /// Where `grain` is activated, if anywhere.
+    pub fn lookup(&self, grain: &GrainId) -> Option<SiloAddr> {
+        self.lock().entries.get(grain).copied()
+    }
+
+    /// The live location of `grain`, placing it on one of `candidates` if it has none
+    /// (or its entry points at a silo that is not a candidate any more, i.e. dead).
+    pub fn resolve(&self, grain: &GrainId, candidates: &[Candidate]) -> Result<SiloAddr, CallError> {
+        let mut inner = self.lock();
+        if let Some(silo) = inner.entries.get(grain).copied() {
+            if candidates.iter().any(|c| c.silo == silo) {
+                return Ok(silo);
+            }
+        }
+        let silo = inner
+            .place(candidates)
+            .ok_or_else(|| CallError::Unreachable("no live slave silo to place the grain on".into()))?;
+        inner.insert(grain.clone(), silo);
+        Ok(silo)
+    }
+
+    /// Removes the entry for `grain` if it still points at `silo` (a deactivation).
+    pub fn unregister(&self, grain: &GrainId, silo: SiloAddr) -> bool {
+        let mut inner = self.lock();
+        if inner.entries.get(grain) == Some(&silo) {
+            inner.entries.remove(grain);
+            inner.dec(silo);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Drops every entry on `silo` (it left or was declared dead); returns how many.
+    pub fn remove_silo(&self, silo: SiloAddr) -> usize {
+        let mut inner = self.lock();
+        let before = inner.entries.len();
+        inner.entries.retain(|_, s| *s != silo);
+        inner.per_silo.remove(&silo);
+        before - inner.entries.len()
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when no grain is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Entries per silo.
+    pub fn counts(&self) -> HashMap<SiloAddr, usize> {
+        self.lock().per_silo.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;
