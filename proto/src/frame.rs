@@ -94,9 +94,13 @@ pub struct GrainCall {
     /// What is left of the caller's timeout when the call was sent, in milliseconds, so
     /// the receiver does not work on calls whose caller has given up.
     pub timeout_ms: u32,
-    /// How many times the call has been forwarded between silos; a receiver refuses to
-    /// forward beyond a small limit, which stops loops while the directory settles.
+    /// How many times the call was redirected (`Response::Moved`) on its way; the
+    /// caller gives up beyond a small limit, which stops loops while the directory
+    /// settles.
     pub hops: u8,
+    /// A `tell`: the receiver answers `Grain(Ok(empty))` as soon as the message is in
+    /// the grain's mailbox, instead of waiting for the handler.
+    pub one_way: bool,
 }
 
 /// What a peer asks for.
@@ -104,23 +108,13 @@ pub struct GrainCall {
 pub enum Request {
     /// Deliver a grain message. Answered with [`Response::Grain`].
     Grain(GrainCall),
-    /// Where is `grain` activated? Served by the master. Answered with
-    /// [`Response::Directory`] (`None`: nowhere).
-    DirectoryLookup {
+    /// Where is `grain` activated? Served by the master (a slave forwards it there):
+    /// the live entry, or a new placement on the least-loaded slave, recorded
+    /// atomically, so concurrent first calls all get the same owner. Answered with
+    /// [`Response::Directory`] holding the owner.
+    DirectoryResolve {
         /// The grain looked up.
         grain: GrainId,
-    },
-    /// Record that `silo` hosts `grain`, replacing `previous` if that is the current
-    /// entry. Served by the master. Answered with [`Response::Directory`] holding the
-    /// **winning** address: if it is not `silo`, another activation won the race and the
-    /// caller must deactivate its own and forward.
-    DirectoryRegister {
-        /// The grain registered.
-        grain: GrainId,
-        /// The silo that activated it.
-        silo: SiloAddr,
-        /// The entry the caller believes is stale (e.g. on a dead silo), if any.
-        previous: Option<SiloAddr>,
     },
     /// Remove the entry for `grain` if it still points at `silo`. Served by the master.
     /// Answered with [`Response::Directory`] (`Ok(None)` on success).
@@ -173,6 +167,10 @@ pub enum Response {
     StorageClear(Result<(), WireStorageError>),
     /// Answer to [`Request::Ping`].
     Pong,
+    /// Answer to [`Request::Grain`] from a silo that does not host the grain: the
+    /// directory says `owner` does. Nothing was delivered; the caller fixes its cache
+    /// and sends the call there.
+    Moved(SiloAddr),
 }
 
 /// A storage failure as it crosses the wire; mirrors the runtime's `StorageError`

@@ -73,7 +73,11 @@ impl Inner {
                     b += 1;
                 }
                 let (ca, cb) = (&candidates[a], &candidates[b]);
-                Some(if self.score(cb) < self.score(ca) { cb.silo } else { ca.silo })
+                Some(if self.score(cb) < self.score(ca) {
+                    cb.silo
+                } else {
+                    ca.silo
+                })
             }
         }
     }
@@ -96,16 +100,20 @@ impl Directory {
 
     /// The live location of `grain`, placing it on one of `candidates` if it has none
     /// (or its entry points at a silo that is not a candidate any more, i.e. dead).
-    pub fn resolve(&self, grain: &GrainId, candidates: &[Candidate]) -> Result<SiloAddr, CallError> {
+    pub fn resolve(
+        &self,
+        grain: &GrainId,
+        candidates: &[Candidate],
+    ) -> Result<SiloAddr, CallError> {
         let mut inner = self.lock();
         if let Some(silo) = inner.entries.get(grain).copied() {
             if candidates.iter().any(|c| c.silo == silo) {
                 return Ok(silo);
             }
         }
-        let silo = inner
-            .place(candidates)
-            .ok_or_else(|| CallError::Unreachable("no live slave silo to place the grain on".into()))?;
+        let silo = inner.place(candidates).ok_or_else(|| {
+            CallError::Unreachable("no live slave silo to place the grain on".into())
+        })?;
         inner.insert(grain.clone(), silo);
         Ok(silo)
     }

@@ -21,13 +21,19 @@
 )]
 
 mod catalog;
+pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod dispatcher;
+mod gateway;
 pub mod membership;
 pub mod silo;
 pub mod storage;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod transport;
 
+pub use cluster::{ClusterConfig, ClusterSilo};
 pub use config::SiloConfig;
 pub use silo::{Silo, StartError};

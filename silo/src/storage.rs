@@ -3,6 +3,7 @@
 //! - [`MemoryStorage`]: a map in this process; for tests and throwaway clusters.
 //! - [`EmbeddedStorage`]: one redb file on local disk; the default for a single silo.
 //! - [`MongoStorage`]: one document per grain in a MongoDB collection; for clusters.
+//! - [`RemoteStorage`]: a slave's view of the store its master serves over TCP.
 //!
 //! [`StorageSpec`] names a provider in one string (a CLI flag or an environment
 //! variable) and opens it:
@@ -19,6 +20,7 @@
 mod embedded;
 mod memory;
 mod mongo;
+pub(crate) mod remote;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use granary_runtime::{GrainStorage, StorageError};
 pub use embedded::EmbeddedStorage;
 pub use memory::MemoryStorage;
 pub use mongo::{MongoOptions, MongoStorage};
+pub use remote::RemoteStorage;
 
 /// Path of the embedded store when no spec is given.
 pub const DEFAULT_EMBEDDED_PATH: &str = "granary-data/grains.redb";

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,10 +22,36 @@ use tokio_util::sync::CancellationToken;
 /// Upper bound for any single test.
 const TEST_LIMIT: Duration = Duration::from_secs(30);
 
+/// Panics anywhere in the process (e.g. inside a connection task, where nothing else
+/// would notice) other than the one `TestHandler` raises on purpose.
+static UNEXPECTED_PANICS: AtomicUsize = AtomicUsize::new(0);
+const INTENDED_PANIC: &str = "handler asked to panic";
+
+fn count_panics() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !info.to_string().contains(INTENDED_PANIC) {
+                UNEXPECTED_PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            default(info);
+        }));
+    });
+}
+
+/// Runs a test under [`TEST_LIMIT`] and fails it if any task panicked unexpectedly.
 async fn bounded<F: Future>(test: F) -> F::Output {
-    tokio::time::timeout(TEST_LIMIT, test)
+    count_panics();
+    let output = tokio::time::timeout(TEST_LIMIT, test)
         .await
-        .expect("test exceeded its time limit")
+        .expect("test exceeded its time limit");
+    assert_eq!(
+        UNEXPECTED_PANICS.load(Ordering::SeqCst),
+        0,
+        "a task panicked"
+    );
+    output
 }
 
 fn soon(ms: u64) -> Instant {
@@ -68,7 +94,7 @@ impl RequestHandler for TestHandler {
                     Response::Grain(Ok(call.payload))
                 }
                 "block" => std::future::pending().await,
-                "panic" => panic!("handler asked to panic"),
+                "panic" => panic!("{INTENDED_PANIC}"),
                 "oneway" => {
                     self.oneways.fetch_add(1, Ordering::SeqCst);
                     Response::Grain(Ok(vec![]))
@@ -90,6 +116,7 @@ fn grain_call(message: &str, payload: Vec<u8>) -> Request {
         payload,
         timeout_ms: 10_000,
         hops: 0,
+        one_way: false,
     })
 }
 

@@ -18,18 +18,9 @@ fn every_frame() -> Vec<Frame> {
             payload: vec![1, 2, 3, 255],
             timeout_ms: 2_000,
             hops: 1,
+            one_way: true,
         }),
-        Request::DirectoryLookup { grain: grain() },
-        Request::DirectoryRegister {
-            grain: grain(),
-            silo: silo(7000, 3),
-            previous: Some(silo(7001, 1)),
-        },
-        Request::DirectoryRegister {
-            grain: grain(),
-            silo: SiloAddr::new("[::1]:7000".parse().unwrap(), u64::MAX),
-            previous: None,
-        },
+        Request::DirectoryResolve { grain: grain() },
         Request::DirectoryUnregister {
             grain: grain(),
             silo: silo(7000, 3),
@@ -68,6 +59,7 @@ fn every_frame() -> Vec<Frame> {
         Response::StorageClear(Err(WireStorageError::Unavailable("down".into()))),
         Response::StorageClear(Err(WireStorageError::Failed("disk".into()))),
         Response::Pong,
+        Response::Moved(SiloAddr::new("[::1]:7000".parse().unwrap(), u64::MAX)),
     ];
     let mut frames = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {

@@ -36,7 +36,11 @@ fn concurrent_resolves_agree() {
     let answers: Vec<_> = (0..8)
         .map(|_| {
             let (dir, c) = (dir.clone(), c.clone());
-            std::thread::spawn(move || (0..200).map(|i| dir.resolve(&grain(i), &c).unwrap()).collect::<Vec<_>>())
+            std::thread::spawn(move || {
+                (0..200)
+                    .map(|i| dir.resolve(&grain(i), &c).unwrap())
+                    .collect::<Vec<_>>()
+            })
         })
         .map(|t| t.join().unwrap())
         .collect();
@@ -88,5 +92,8 @@ fn unregister_only_removes_the_matching_entry() {
 #[test]
 fn no_candidates_is_a_clear_error() {
     let dir = Directory::new();
-    assert!(matches!(dir.resolve(&grain(0), &[]), Err(CallError::Unreachable(_))));
+    assert!(matches!(
+        dir.resolve(&grain(0), &[]),
+        Err(CallError::Unreachable(_))
+    ));
 }

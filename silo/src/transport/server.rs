@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{writer, Failure, RequestHandler, RequestKind, TransportConfig};
+use granary_client::transport::writer;
+
+use super::{Failure, RequestHandler, RequestKind, TransportConfig};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
@@ -186,12 +188,16 @@ impl Connection {
         }
         requests.shutdown().await;
         drop(queue);
-        // The writer flushes what is queued and closes once every sender is gone.
-        let written = tokio::time::timeout(self.config.shutdown_grace, &mut writer).await;
-        if written.is_err() {
-            writer_stop.cancel();
-        }
-        match writer.await {
+        // The writer flushes what is queued and closes once every sender is gone; a
+        // peer that does not read gets the grace period, then the writer is stopped.
+        let written = match tokio::time::timeout(self.config.shutdown_grace, &mut writer).await {
+            Ok(written) => written,
+            Err(_) => {
+                writer_stop.cancel();
+                writer.await
+            }
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => debug!(%peer, %error, "write failed"),
             Err(error) => warn!(%peer, %error, "connection writer failed"),

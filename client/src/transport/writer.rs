@@ -18,7 +18,7 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// Writes queued frames to `stream` until the queue's senders are all gone (then
 /// flushes and shuts the write half down) or `stop` is cancelled (then returns at once,
 /// even if the peer is not reading).
-pub(super) async fn write_frames(
+pub async fn write_frames(
     stream: OwnedWriteHalf,
     queue: mpsc::Receiver<Vec<u8>>,
     stop: CancellationToken,

@@ -1,0 +1,385 @@
+//! [`ClusterRouter`]: delivers envelopes to grains anywhere in a cluster.
+//!
+//! The router keeps a cache of directory entries (grain → silo). On a miss it asks its
+//! [`Resolve`] (a silo asks the master's directory; a client asks a gateway silo, which
+//! asks the master). It then sends the call straight to the owning silo over TCP. A silo
+//! that does not host the grain answers `Moved(owner)`: the cache is fixed and the call
+//! re-sent. Calls are retried only when they certainly were not delivered (connect
+//! refused, silo shutting down, moved); a connection lost mid-call fails fast with
+//! [`CallError::Lost`].
+//!
+//! Inside a silo the router also has a [`LocalDelivery`]: grains active on this silo are
+//! reached without serialization, and grains the directory places here are activated.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use granary_proto::frame::{GrainCall, Request, Response, SiloAddr};
+use granary_proto::{CallError, CodecError, GrainId};
+use granary_runtime::envelope::{Body, Envelope, LocalReply, ReplyTo};
+use granary_runtime::Router;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::transport::{Peers, TransportError};
+
+/// How many `Moved` answers a call follows before giving up.
+pub const MAX_HOPS: u8 = 4;
+/// Entries kept in the directory cache before it is cleared.
+const CACHE_CAPACITY: usize = 262_144;
+/// First and last pause between retries of an undelivered call.
+const RETRY_INITIAL: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Finds the silo that hosts (or should host) a grain.
+#[async_trait]
+pub trait Resolve: Send + Sync + fmt::Debug + 'static {
+    /// The owner of `grain`, placing it if it has none.
+    async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError>;
+}
+
+/// A silo's own activations, as seen by its router.
+#[async_trait]
+pub trait LocalDelivery: Send + Sync + fmt::Debug + 'static {
+    /// This silo's address.
+    fn me(&self) -> SiloAddr;
+    /// True if `grain` is active here right now.
+    fn hosts(&self, grain: &GrainId) -> bool;
+    /// Delivers to an activation here, creating it if needed.
+    async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError>;
+}
+
+/// Routes envelopes across a cluster.
+pub struct ClusterRouter {
+    /// Connections to silos.
+    peers: Peers,
+    /// Directory look-ups.
+    resolver: Arc<dyn Resolve>,
+    /// This silo's activations (`None` in a client).
+    local: Option<Arc<dyn LocalDelivery>>,
+    /// Directory cache; never locked across an `.await`.
+    cache: Mutex<HashMap<GrainId, SiloAddr>>,
+}
+
+impl ClusterRouter {
+    /// A router over `peers` that resolves with `resolver` and, in a silo, delivers
+    /// locally through `local`.
+    pub fn new(
+        peers: Peers,
+        resolver: Arc<dyn Resolve>,
+        local: Option<Arc<dyn LocalDelivery>>,
+    ) -> Self {
+        Self {
+            peers,
+            resolver,
+            local,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The connection pool.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    fn cached(&self, grain: &GrainId) -> Option<SiloAddr> {
+        self.cache
+            .lock()
+            .expect("router cache poisoned")
+            .get(grain)
+            .copied()
+    }
+
+    fn remember(&self, grain: &GrainId, silo: SiloAddr) {
+        let mut cache = self.cache.lock().expect("router cache poisoned");
+        if cache.len() >= CACHE_CAPACITY && !cache.contains_key(grain) {
+            cache.clear();
+        }
+        cache.insert(grain.clone(), silo);
+    }
+
+    fn forget(&self, grain: &GrainId) {
+        self.cache
+            .lock()
+            .expect("router cache poisoned")
+            .remove(grain);
+    }
+
+    /// Drops every cached entry.
+    pub fn forget_all(&self) {
+        self.cache.lock().expect("router cache poisoned").clear();
+    }
+
+    /// Drops every cached entry pointing at `silo` (it left or died) and its connection.
+    pub fn forget_silo(&self, silo: SiloAddr) {
+        self.cache
+            .lock()
+            .expect("router cache poisoned")
+            .retain(|_, s| *s != silo);
+        self.peers.disconnect(silo.addr);
+    }
+
+    async fn owner(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
+        match self.cached(grain) {
+            Some(silo) => Ok(silo),
+            None => {
+                let silo = self.resolver.resolve(grain, deadline).await?;
+                self.remember(grain, silo);
+                Ok(silo)
+            }
+        }
+    }
+
+    /// Handles a grain call that arrived over TCP at this silo: delivers it here if this
+    /// silo hosts or owns the grain, else answers `Moved` with the owner.
+    pub async fn inbound(&self, call: GrainCall, one_way: bool) -> Response {
+        let Some(local) = &self.local else {
+            return Response::Grain(Err(CallError::Unreachable("not a silo".into())));
+        };
+        let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms.max(1)));
+        let here = local.hosts(&call.target) || {
+            // Not active here: only the directory may say it belongs here.
+            self.forget(&call.target);
+            match self.owner(&call.target, deadline).await {
+                Ok(owner) if owner == local.me() => true,
+                Ok(owner) => return Response::Moved(owner),
+                Err(e) => return Response::Grain(Err(e)),
+            }
+        };
+        debug_assert!(here);
+        let (tx, rx) = oneshot::channel();
+        let envelope = Envelope {
+            target: call.target,
+            body: Body::Encoded {
+                name: call.message,
+                bytes: call.payload,
+            },
+            reply: if one_way {
+                ReplyTo::None
+            } else {
+                ReplyTo::Encoded(tx)
+            },
+            hops: call.hops,
+        };
+        if let Err(e) = local.deliver_here(envelope, deadline).await {
+            return Response::Grain(Err(e));
+        }
+        if one_way {
+            return Response::Grain(Ok(Vec::new()));
+        }
+        match tokio::time::timeout_at(deadline, rx).await {
+            Err(_) => Response::Grain(Err(CallError::Timeout)),
+            Ok(Err(_)) => Response::Grain(Err(CallError::Lost(
+                "the activation went away before replying".into(),
+            ))),
+            Ok(Ok(result)) => Response::Grain(result),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterRouter")
+            .field("resolver", &self.resolver)
+            .field("local", &self.local.as_ref().map(|l| l.me()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fails `reply` and returns the error, for `?`-style early exits.
+fn fail(reply: ReplyTo, err: CallError) -> Result<(), CallError> {
+    reply.fail(err.clone());
+    Err(err)
+}
+
+#[async_trait]
+impl Router for ClusterRouter {
+    async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+        if let Some(local) = &self.local {
+            if local.hosts(&envelope.target) {
+                return local.deliver_here(envelope, deadline).await;
+            }
+        }
+        let Envelope {
+            target,
+            body,
+            reply,
+            mut hops,
+        } = envelope;
+        let mut owner = match self.owner(&target, deadline).await {
+            Ok(owner) => owner,
+            Err(e) => return fail(reply, e),
+        };
+        if let Some(local) = &self.local {
+            if owner == local.me() {
+                let envelope = Envelope {
+                    target,
+                    body,
+                    reply,
+                    hops,
+                };
+                return local.deliver_here(envelope, deadline).await;
+            }
+        }
+        let decode_reply = match &body {
+            Body::Local { vtable, .. } => Some(vtable.decode_reply),
+            Body::Encoded { .. } => None,
+        };
+        let (message, payload) = match body.into_bytes() {
+            Ok(encoded) => encoded,
+            Err(e) => return fail(reply, e),
+        };
+        let one_way = matches!(reply, ReplyTo::None);
+        let mut pause = RETRY_INITIAL;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return fail(reply, CallError::Timeout);
+            }
+            let call = GrainCall {
+                target: target.clone(),
+                message: message.clone(),
+                payload: payload.clone(),
+                timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
+                hops,
+                one_way,
+            };
+            let retry = match self
+                .peers
+                .call(owner.addr, Request::Grain(call), deadline)
+                .await
+            {
+                Ok(Response::Grain(Ok(bytes))) => {
+                    match reply {
+                        ReplyTo::None => {}
+                        ReplyTo::Encoded(tx) => {
+                            let _ = tx.send(Ok(bytes));
+                        }
+                        ReplyTo::Local(tx) => {
+                            let decoded = match decode_reply {
+                                Some(decode) => {
+                                    decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))
+                                }
+                                None => {
+                                    Err(CallError::Codec("no decoder for a local reply".into()))
+                                }
+                            };
+                            let _ = tx.send(decoded);
+                        }
+                    }
+                    return Ok(());
+                }
+                Ok(Response::Grain(Err(e))) => match e {
+                    // The silo is deactivating its grains: the entry moves soon.
+                    CallError::ShuttingDown => true,
+                    e if e.is_not_delivered() => return fail(reply, e),
+                    e => {
+                        reply.fail(e);
+                        return Ok(());
+                    }
+                },
+                Ok(Response::Moved(new_owner)) => {
+                    hops += 1;
+                    if hops > MAX_HOPS {
+                        return fail(
+                            reply,
+                            CallError::Unreachable(format!(
+                                "{target} keeps moving; the directory is unsettled"
+                            )),
+                        );
+                    }
+                    self.remember(&target, new_owner);
+                    owner = new_owner;
+                    continue;
+                }
+                Ok(other) => {
+                    return fail(
+                        reply,
+                        CallError::Codec(format!("unexpected answer to a grain call: {other:?}")),
+                    );
+                }
+                Err(TransportError::Unreachable(_)) | Err(TransportError::Closed) => true,
+                Err(e) => {
+                    self.forget(&target);
+                    return fail(reply, e.into());
+                }
+            };
+            debug_assert!(retry);
+            // Not delivered: wait a little, then ask the directory again.
+            self.forget(&target);
+            let wake = (Instant::now() + pause).min(deadline);
+            tokio::time::sleep_until(wake).await;
+            pause = (pause * 2).min(RETRY_MAX);
+            owner = match self.owner(&target, deadline).await {
+                Ok(owner) => owner,
+                Err(CallError::Unreachable(_)) if Instant::now() < deadline => continue,
+                Err(e) => return fail(reply, e),
+            };
+            if let Some(local) = &self.local {
+                if owner == local.me() {
+                    // Re-placed here: the body is already encoded.
+                    return deliver_encoded_here(
+                        local.as_ref(),
+                        target,
+                        (message, payload),
+                        reply,
+                        decode_reply,
+                        hops,
+                        deadline,
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+/// Decodes replies for callers in this process.
+type DecodeReply = fn(&[u8]) -> Result<LocalReply, CodecError>;
+
+/// Delivers an already-encoded call to this silo and completes `reply` (which may want a
+/// decoded value) before returning.
+async fn deliver_encoded_here(
+    local: &dyn LocalDelivery,
+    target: GrainId,
+    (name, bytes): (String, Vec<u8>),
+    reply: ReplyTo,
+    decode_reply: Option<DecodeReply>,
+    hops: u8,
+    deadline: Instant,
+) -> Result<(), CallError> {
+    let (tx, decode) = match (reply, decode_reply) {
+        (ReplyTo::Local(tx), Some(decode)) => (tx, decode),
+        (reply, _) => {
+            let envelope = Envelope {
+                target,
+                body: Body::Encoded { name, bytes },
+                reply,
+                hops,
+            };
+            return local.deliver_here(envelope, deadline).await;
+        }
+    };
+    let (etx, erx) = oneshot::channel();
+    let envelope = Envelope {
+        target,
+        body: Body::Encoded { name, bytes },
+        reply: ReplyTo::Encoded(etx),
+        hops,
+    };
+    local.deliver_here(envelope, deadline).await?;
+    let result = match tokio::time::timeout_at(deadline, erx).await {
+        Err(_) => Err(CallError::Timeout),
+        Ok(Err(_)) => Err(CallError::Lost(
+            "the activation went away before replying".into(),
+        )),
+        Ok(Ok(result)) => {
+            result.and_then(|b| decode(&b).map_err(|e| CallError::Codec(e.to_string())))
+        }
+    };
+    let _ = tx.send(result);
+    Ok(())
+}

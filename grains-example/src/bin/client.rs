@@ -1,0 +1,156 @@
+//! Calls the example grains in a running cluster. Prints bare values, for scripts.
+//!
+//! ```text
+//! client --gateway 127.0.0.1:7100 counter add alice 5     # prints the new value
+//! client --gateway 127.0.0.1:7100 --gateway 127.0.0.1:7200 greet world Ada
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use granary_client::{Client, ClientConfig};
+use granary_example::{Account, Add, Counter, Follow, Followers, Get, Greeter, Hello};
+
+/// Call the example grains (Greeter, Counter, Account) in a Granary cluster.
+#[derive(Debug, Parser)]
+#[command(name = "client", version)]
+struct Args {
+    /// A silo to use as gateway (HOST:PORT); repeat for failover.
+    #[arg(
+        long = "gateway",
+        env = "GRANARY_GATEWAY",
+        value_delimiter = ',',
+        required = true
+    )]
+    gateways: Vec<String>,
+
+    /// Deadline of each call.
+    #[arg(long, env = "GRANARY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    timeout: Duration,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check that a gateway answers; prints the round-trip time.
+    Ping,
+    /// Ask greeter KEY to greet NAME.
+    Greet { key: String, name: String },
+    /// The persistent counters.
+    Counter {
+        #[command(subcommand)]
+        command: CounterCommand,
+    },
+    /// The social accounts.
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CounterCommand {
+    /// Add N to counter KEY; prints the new value.
+    Add {
+        key: String,
+        #[arg(allow_negative_numbers = true)]
+        n: i64,
+    },
+    /// Print counter KEY.
+    Get { key: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountCommand {
+    /// Account A follows account B; prints B's follower count.
+    Follow { a: String, b: String },
+    /// Print account A's follower count.
+    Followers { a: String },
+}
+
+async fn resolve(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        let found = tokio::net::lookup_host(addr.as_str())
+            .await
+            .map_err(|e| anyhow::anyhow!("gateway `{addr}`: {e}"))?;
+        out.extend(found.take(1));
+    }
+    Ok(out)
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let gateways = resolve(&args.gateways).await?;
+    let client = Client::connect(ClientConfig::new(gateways)).await?;
+    let t = args.timeout;
+    match args.command {
+        Command::Ping => println!(
+            "pong from {} in {:?}",
+            client.gateway(),
+            client.ping().await?
+        ),
+        Command::Greet { key, name } => println!(
+            "{}",
+            client
+                .grain::<Greeter>(key)
+                .ask(Hello(name))
+                .timeout(t)
+                .await?
+        ),
+        Command::Counter {
+            command: CounterCommand::Add { key, n },
+        } => {
+            println!(
+                "{}",
+                client.grain::<Counter>(key).ask(Add(n)).timeout(t).await?
+            )
+        }
+        Command::Counter {
+            command: CounterCommand::Get { key },
+        } => {
+            println!(
+                "{}",
+                client.grain::<Counter>(key).ask(Get).timeout(t).await?
+            )
+        }
+        Command::Account {
+            command: AccountCommand::Follow { a, b },
+        } => {
+            println!(
+                "{}",
+                client.grain::<Account>(a).ask(Follow(b)).timeout(t).await?
+            )
+        }
+        Command::Account {
+            command: AccountCommand::Followers { a },
+        } => {
+            println!(
+                "{}",
+                client.grain::<Account>(a).ask(Followers).timeout(t).await?
+            )
+        }
+    }
+    client.close().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! A clustered silo: membership over UDP, grain traffic over TCP, the master's directory.
+//!
+//! ```text
+//! ClusterSilo
+//! ├── Membership (UDP task): HANDSHAKE/WELCOME/HEARTBEAT…, publishes snapshots
+//! ├── TCP server (transport::serve) ── Gateway: grain calls, directory, storage, ping
+//! ├── ClusterRouter (granary-client): directory cache, calls to other silos (Peers)
+//! │   └── SiloLocal ── Catalog ── Dispatcher per type ── activation tasks
+//! ├── load reporter: catalog load → heartbeat LoadReport
+//! └── membership watcher: departed silos → directory/caches/connections; fencing
+//! ```
+//!
+//! The **master** keeps the [`Directory`] and, by default, the grain store, which it
+//! serves to slaves over TCP (so a one-machine cluster needs no database). It hosts no
+//! grains itself. **Slaves** host grains placed on them by the master.
+//!
+//! Shutdown runs in stages, in reverse order of start-up: grains are deactivated (state
+//! written, directory entries released), then the silo leaves membership, then the TCP
+//! server and connections close. A master first tells the slaves to shut down and keeps
+//! serving the directory and store until they have released their grains.
+
+mod local;
+mod resolver;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use granary_client::routing::ClusterRouter;
+use granary_client::transport::{Peers, TransportConfig};
+use granary_proto::frame::{Request, SiloAddr};
+use granary_proto::packet::{LoadReport, SiloId};
+use granary_proto::GrainId;
+use granary_runtime::{Grain, GrainRef, GrainStorage, Router};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::catalog::Catalog;
+use crate::config::SiloConfig;
+use crate::directory::Directory;
+use crate::dispatcher::DispatcherStats;
+use crate::gateway::Gateway;
+use crate::membership::{MemberStatus, Membership, MembershipConfig, MembershipSnapshot, SiloRole};
+use crate::silo::{build_catalog, StartError};
+use crate::storage::RemoteStorage;
+use crate::transport::serve;
+
+pub(crate) use local::SiloLocal;
+pub(crate) use resolver::SiloResolver;
+
+/// How long a master waits, at shutdown, for slaves to release their grains.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Network settings of a clustered silo.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// TCP address to bind for grain traffic (`0` port: any free port).
+    pub listen: SocketAddr,
+    /// UDP address to bind for membership.
+    pub udp: SocketAddr,
+    /// TCP address others should use to reach this silo (default: the bound address,
+    /// with an unspecified IP replaced by 127.0.0.1). Set it when binding `0.0.0.0`.
+    pub advertise: Option<SocketAddr>,
+    /// UDP address others should use (same default rule).
+    pub advertise_udp: Option<SocketAddr>,
+    /// Role, master address, heartbeats, cluster key.
+    pub membership: MembershipConfig,
+    /// Frame size, connection caps, timeouts and backoff of the TCP transport.
+    pub transport: TransportConfig,
+    /// How long a master waits at shutdown for slaves to release their grains.
+    pub drain_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// A master on the given addresses.
+    pub fn master(listen: SocketAddr, udp: SocketAddr) -> Self {
+        Self {
+            listen,
+            udp,
+            advertise: None,
+            advertise_udp: None,
+            membership: MembershipConfig::master(),
+            transport: TransportConfig::default(),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// A slave on the given addresses, joining the master at `master_udp`.
+    pub fn slave(listen: SocketAddr, udp: SocketAddr, master_udp: SocketAddr) -> Self {
+        Self {
+            membership: MembershipConfig::slave(master_udp),
+            ..Self::master(listen, udp)
+        }
+    }
+
+    /// Changes the membership settings.
+    pub fn with_membership(mut self, membership: MembershipConfig) -> Self {
+        self.membership = membership;
+        self
+    }
+}
+
+/// A running clustered silo (master or slave).
+pub struct ClusterSilo {
+    /// This silo's membership id.
+    me: SiloId,
+    /// Master or slave.
+    role: SiloRole,
+    /// Dispatchers and activations.
+    catalog: Arc<Catalog>,
+    /// The router references from this silo use.
+    router: Arc<ClusterRouter>,
+    /// The master's directory.
+    directory: Option<Arc<Directory>>,
+    /// The UDP membership protocol.
+    membership: Membership,
+    /// Stops the TCP server and the helper tasks.
+    stop: CancellationToken,
+    /// Owns the TCP server and helper tasks.
+    tasks: TaskTracker,
+    /// Drain timeout for a master's shutdown.
+    drain_timeout: Duration,
+}
+
+fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
+    match configured {
+        Some(addr) => addr,
+        None if bound.ip().is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+        }
+        None => bound,
+    }
+}
+
+/// The silo-address form of a membership id.
+pub(crate) fn silo_addr(id: &SiloId) -> SiloAddr {
+    SiloAddr::new(id.tcp, id.generation)
+}
+
+impl ClusterSilo {
+    /// Binds the sockets and starts a clustered silo.
+    ///
+    /// `storage`: the grain store. Required on a master (it is served to slaves); on a
+    /// slave, `None` uses the master's store over the cluster protocol, `Some` (e.g.
+    /// MongoDB) is used directly.
+    pub async fn start(
+        config: SiloConfig,
+        cluster: ClusterConfig,
+        storage: Option<Arc<dyn GrainStorage>>,
+    ) -> Result<ClusterSilo, StartError> {
+        let listener =
+            TcpListener::bind(cluster.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "TCP listener",
+                    source,
+                })?;
+        let udp = UdpSocket::bind(cluster.udp)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "UDP socket",
+                source,
+            })?;
+        let tcp_addr = advertised(
+            listener.local_addr().map_err(|source| StartError::Bind {
+                what: "TCP listener",
+                source,
+            })?,
+            cluster.advertise,
+        );
+        let udp_addr = advertised(
+            udp.local_addr().map_err(|source| StartError::Bind {
+                what: "UDP socket",
+                source,
+            })?,
+            cluster.advertise_udp,
+        );
+        let me = SiloId::new(tcp_addr, udp_addr, SiloId::generation_now());
+        let role = cluster.membership.role;
+
+        let peers = Peers::new(cluster.transport.clone());
+        let (load_tx, load_rx) = watch::channel(LoadReport::default());
+        let membership = Membership::start(cluster.membership.clone(), udp, me, load_rx)
+            .map_err(StartError::Membership)?;
+        let storage: Arc<dyn GrainStorage> = match (role, storage) {
+            (_, Some(storage)) => storage,
+            (SiloRole::Slave, None) => {
+                Arc::new(RemoteStorage::new(peers.clone(), membership.subscribe()))
+            }
+            (SiloRole::Master, None) => return Err(StartError::MasterNeedsStorage),
+        };
+        let catalog = build_catalog(&config, storage.clone())?;
+        let directory = (role == SiloRole::Master).then(|| Arc::new(Directory::new()));
+        let resolver = Arc::new(SiloResolver::new(
+            directory.clone(),
+            membership.subscribe(),
+            peers.clone(),
+        ));
+        let local = Arc::new(SiloLocal::new(silo_addr(&me), Arc::downgrade(&catalog)));
+        let router = Arc::new(ClusterRouter::new(
+            peers.clone(),
+            resolver.clone(),
+            Some(local.clone()),
+        ));
+        let _ = catalog.shared.router.set(router.clone() as Arc<dyn Router>);
+        if role == SiloRole::Slave {
+            let _ = catalog
+                .shared
+                .release
+                .set(resolver.release_hook(silo_addr(&me)));
+        }
+
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let gateway = Arc::new(Gateway::new(
+            router.clone(),
+            resolver,
+            directory.clone(),
+            (role == SiloRole::Master).then(|| storage.clone()),
+        ));
+        tasks.spawn(serve(
+            listener,
+            gateway,
+            cluster.transport.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        tasks.spawn(report_load(
+            catalog.clone(),
+            load_tx,
+            cluster.membership.heartbeat_interval,
+            stop.clone(),
+        ));
+        tasks.spawn(watch_membership(
+            membership.subscribe(),
+            role,
+            directory.clone(),
+            router.clone(),
+            local,
+            stop.clone(),
+        ));
+        tracing::info!(silo = %me, ?role, storage = storage.name(), "silo started");
+        Ok(ClusterSilo {
+            me,
+            role,
+            catalog,
+            router,
+            directory,
+            membership,
+            stop,
+            tasks,
+            drain_timeout: cluster.drain_timeout,
+        })
+    }
+
+    /// This silo's membership id (TCP and UDP addresses, generation).
+    pub fn id(&self) -> SiloId {
+        self.me
+    }
+
+    /// The address grain traffic for this silo goes to.
+    pub fn addr(&self) -> SiloAddr {
+        silo_addr(&self.me)
+    }
+
+    /// Master or slave.
+    pub fn role(&self) -> SiloRole {
+        self.role
+    }
+
+    /// The current membership view.
+    pub fn membership(&self) -> Arc<MembershipSnapshot> {
+        self.membership.snapshot()
+    }
+
+    /// Membership updates.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MembershipSnapshot>> {
+        self.membership.subscribe()
+    }
+
+    /// A reference to the grain `G` with `key`, routed through the cluster.
+    pub fn grain<G: Grain>(&self, key: impl std::fmt::Display) -> GrainRef<G> {
+        GrainRef::new(self.router.clone() as Arc<dyn Router>, key)
+    }
+
+    /// The master's directory (`None` on a slave).
+    pub fn directory(&self) -> Option<&Arc<Directory>> {
+        self.directory.as_ref()
+    }
+
+    /// Number of grains active on this silo.
+    pub fn activation_count(&self) -> usize {
+        self.catalog
+            .dispatchers()
+            .iter()
+            .map(|d| d.activation_count())
+            .sum()
+    }
+
+    /// True if `grain` is active on this silo.
+    pub fn hosts(&self, grain: &GrainId) -> bool {
+        self.catalog
+            .dispatcher(&grain.type_name)
+            .is_some_and(|d| d.is_active(&grain.key))
+    }
+
+    /// Load figures of every grain type here.
+    pub fn stats(&self) -> Vec<DispatcherStats> {
+        self.catalog
+            .dispatchers()
+            .iter()
+            .map(|d| d.stats())
+            .collect()
+    }
+
+    /// Resolves when the master told this slave to shut down (or, on any silo, when
+    /// [`ClusterSilo::shutdown`] started).
+    pub async fn shutdown_requested(&self) {
+        tokio::select! {
+            () = self.membership.shutdown_requested() => {}
+            () = self.stop.cancelled() => {}
+        }
+    }
+
+    /// Graceful shutdown, in stages: a master tells slaves to leave and waits (up to the
+    /// drain timeout) until they have released their grains; a slave deactivates its
+    /// grains (writing state, releasing directory entries). Then the silo leaves
+    /// membership and closes its server and connections.
+    pub async fn shutdown(self) {
+        tracing::info!(silo = %self.me, role = ?self.role, "shutting down");
+        let ClusterSilo {
+            catalog,
+            router,
+            directory,
+            membership,
+            stop,
+            tasks,
+            drain_timeout,
+            ..
+        } = self;
+        match directory {
+            Some(directory) => {
+                membership.leave().await;
+                let until = Instant::now() + drain_timeout;
+                while !directory.is_empty() && Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if !directory.is_empty() {
+                    tracing::warn!(
+                        grains = directory.len(),
+                        "slaves did not release every grain before the drain timeout"
+                    );
+                }
+                deactivate_all(&catalog).await;
+            }
+            None => {
+                deactivate_all(&catalog).await;
+                membership.leave().await;
+            }
+        }
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
+        router.peers().close().await;
+        tracing::info!("silo stopped");
+    }
+
+    /// Stops without any goodbye: no SHUTDOWN is sent and connections are cut first, so a
+    /// slave on the master's store writes no state. For tests that simulate a crash
+    /// in-process; the faithful crash is `kill -9` of the silo binary.
+    pub async fn abort(self) {
+        let ClusterSilo {
+            catalog,
+            router,
+            membership,
+            stop,
+            tasks,
+            ..
+        } = self;
+        membership.abort().await;
+        stop.cancel();
+        router.peers().close().await;
+        // With its connections closed first, a slave on the master's store cannot write
+        // state any more: its activations stop without saving, as in a crash.
+        catalog.shared.closing.store(true, Ordering::Release);
+        catalog.shared.stop.cancel();
+        catalog.shared.tracker.close();
+        catalog.shared.tracker.wait().await;
+        tasks.close();
+        tasks.wait().await;
+    }
+}
+
+impl std::fmt::Debug for ClusterSilo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSilo")
+            .field("me", &self.me)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Deactivates every grain of `catalog` and waits for the activations to finish.
+async fn deactivate_all(catalog: &Catalog) {
+    let shared = &catalog.shared;
+    shared.closing.store(true, Ordering::Release);
+    shared.stop.cancel();
+    shared.tracker.close();
+    shared.tracker.wait().await;
+}
+
+/// Publishes this silo's load for heartbeats, once per heartbeat interval.
+async fn report_load(
+    catalog: Arc<Catalog>,
+    load: watch::Sender<LoadReport>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let (activations, queued) = catalog
+                    .dispatchers()
+                    .iter()
+                    .map(|d| d.load())
+                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                load.send_replace(LoadReport { activations: activations as u64, queue_depth: queued as u64 });
+            }
+        }
+    }
+}
+
+/// Reacts to membership changes: departed silos lose their directory entries (master),
+/// cached routes and connections (everyone, so calls in flight fail fast); a slave cut
+/// off from its master fences itself.
+async fn watch_membership(
+    mut updates: watch::Receiver<Arc<MembershipSnapshot>>,
+    role: SiloRole,
+    directory: Option<Arc<Directory>>,
+    router: Arc<ClusterRouter>,
+    local: Arc<SiloLocal>,
+    stop: CancellationToken,
+) {
+    let mut handled = std::collections::HashSet::new();
+    loop {
+        let snapshot = updates.borrow_and_update().clone();
+        for member in snapshot.members.values() {
+            if member.id == snapshot.me
+                || member.status == MemberStatus::Active
+                || !handled.insert(member.id)
+            {
+                continue;
+            }
+            let addr = silo_addr(&member.id);
+            if let Some(directory) = &directory {
+                let dropped = directory.remove_silo(addr);
+                tracing::info!(silo = %member.id, status = ?member.status, grains = dropped, "silo departed; its directory entries are dropped");
+            }
+            router.forget_silo(addr);
+        }
+        let fenced = role == SiloRole::Slave && !snapshot.master_reachable;
+        if local.set_fenced(fenced) {
+            if fenced {
+                tracing::warn!("cut off from the master: fencing (deactivating every grain here)");
+                router.forget_all();
+            } else {
+                tracing::info!(master = ?snapshot.master.map(|m| m.tcp), "joined the cluster: serving grains");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = updates.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// The request a slave sends to release a grain's directory entry.
+pub(crate) fn unregister_request(grain: GrainId, silo: SiloAddr) -> Request {
+    Request::DirectoryUnregister { grain, silo }
+}

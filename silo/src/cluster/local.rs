@@ -1,0 +1,79 @@
+//! [`SiloLocal`]: this silo's activations as its cluster router sees them, with fencing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Weak;
+
+use async_trait::async_trait;
+use granary_client::routing::LocalDelivery;
+use granary_proto::frame::SiloAddr;
+use granary_proto::{CallError, GrainId};
+use granary_runtime::envelope::Envelope;
+use tokio::time::Instant;
+
+use crate::catalog::Catalog;
+
+/// Local delivery for a clustered silo.
+#[derive(Debug)]
+pub(crate) struct SiloLocal {
+    /// This silo's address in the directory.
+    me: SiloAddr,
+    /// The catalog (weak: the catalog's router points back here).
+    catalog: Weak<Catalog>,
+    /// Set while not joined to a master (before the first WELCOME, and when cut off):
+    /// no grain may run here.
+    fenced: AtomicBool,
+}
+
+impl SiloLocal {
+    pub(crate) fn new(me: SiloAddr, catalog: Weak<Catalog>) -> Self {
+        Self {
+            me,
+            catalog,
+            fenced: AtomicBool::new(true),
+        }
+    }
+
+    /// Sets fencing; returns true if it changed. Fencing deactivates every grain here.
+    pub(crate) fn set_fenced(&self, fenced: bool) -> bool {
+        let changed = self.fenced.swap(fenced, Ordering::AcqRel) != fenced;
+        if changed && fenced {
+            if let Some(catalog) = self.catalog.upgrade() {
+                for dispatcher in catalog.dispatchers() {
+                    dispatcher.deactivate_all();
+                }
+            }
+        }
+        changed
+    }
+}
+
+#[async_trait]
+impl LocalDelivery for SiloLocal {
+    fn me(&self) -> SiloAddr {
+        self.me
+    }
+
+    fn hosts(&self, grain: &GrainId) -> bool {
+        !self.fenced.load(Ordering::Acquire)
+            && self.catalog.upgrade().is_some_and(|c| {
+                c.dispatcher(&grain.type_name)
+                    .is_some_and(|d| d.is_active(&grain.key))
+            })
+    }
+
+    async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+        if self.fenced.load(Ordering::Acquire) {
+            let err =
+                CallError::Unreachable("this silo is cut off from the master (fenced)".into());
+            envelope.fail(err.clone());
+            return Err(err);
+        }
+        match self.catalog.upgrade() {
+            Some(catalog) => catalog.deliver_local(envelope, deadline).await,
+            None => {
+                envelope.fail(CallError::ShuttingDown);
+                Err(CallError::ShuttingDown)
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! [`SiloResolver`]: where a grain lives, answered by the master's directory (locally on
+//! the master, over TCP from a slave).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use granary_client::routing::Resolve;
+use granary_client::transport::Peers;
+use granary_proto::frame::{Request, Response, SiloAddr};
+use granary_proto::{CallError, GrainId};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{silo_addr, unregister_request};
+use crate::directory::{Candidate, Directory};
+use crate::dispatcher::ReleaseHook;
+use crate::membership::MembershipSnapshot;
+
+/// How long a slave waits for the master to acknowledge a released grain.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Resolves grains through the master.
+#[derive(Debug)]
+pub(crate) struct SiloResolver {
+    /// The directory, on the master.
+    directory: Option<Arc<Directory>>,
+    /// Membership view: the master's address, live slaves and their load.
+    membership: watch::Receiver<Arc<MembershipSnapshot>>,
+    /// Connections (to the master, from a slave).
+    peers: Peers,
+}
+
+impl SiloResolver {
+    pub(crate) fn new(
+        directory: Option<Arc<Directory>>,
+        membership: watch::Receiver<Arc<MembershipSnapshot>>,
+        peers: Peers,
+    ) -> Self {
+        Self {
+            directory,
+            membership,
+            peers,
+        }
+    }
+
+    /// Live slaves as placement candidates.
+    pub(crate) fn candidates(snapshot: &MembershipSnapshot) -> Vec<Candidate> {
+        snapshot
+            .active_slaves()
+            .map(|m| Candidate {
+                silo: silo_addr(&m.id),
+                queue_depth: m.load.queue_depth,
+            })
+            .collect()
+    }
+
+    /// The master's TCP address, waiting (until `deadline`) for this slave to learn it.
+    /// The last known master is used even while it is unreachable over UDP: a master
+    /// that said SHUTDOWN still serves the directory and store until its slaves are done.
+    pub(crate) async fn master(
+        &self,
+        deadline: Instant,
+    ) -> Result<std::net::SocketAddr, CallError> {
+        let mut updates = self.membership.clone();
+        loop {
+            if let Some(master) = updates.borrow_and_update().master {
+                return Ok(master.tcp);
+            }
+            match tokio::time::timeout_at(deadline, updates.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(CallError::ShuttingDown),
+                Err(_) => return Err(CallError::Unreachable("no master known yet".into())),
+            }
+        }
+    }
+
+    /// The hook that releases a grain's directory entry when it deactivates here.
+    pub(crate) fn release_hook(self: &Arc<Self>, me: SiloAddr) -> ReleaseHook {
+        let resolver = self.clone();
+        Arc::new(move |grain: GrainId| {
+            let resolver = resolver.clone();
+            Box::pin(async move {
+                let deadline = Instant::now() + RELEASE_TIMEOUT;
+                let master = match resolver.master(deadline).await {
+                    Ok(master) => master,
+                    Err(e) => {
+                        tracing::debug!(%grain, error = %e, "could not release the grain's directory entry");
+                        return;
+                    }
+                };
+                if let Err(e) = resolver
+                    .peers
+                    .call(master, unregister_request(grain.clone(), me), deadline)
+                    .await
+                {
+                    // The master drops our entries when it declares us dead; an entry left
+                    // behind only points calls here, where the grain is activated again.
+                    tracing::debug!(%grain, error = %e, "could not release the grain's directory entry");
+                }
+            })
+        })
+    }
+}
+
+#[async_trait]
+impl Resolve for SiloResolver {
+    async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
+        if let Some(directory) = &self.directory {
+            let snapshot = self.membership.borrow().clone();
+            return directory.resolve(grain, &Self::candidates(&snapshot));
+        }
+        let master = self.master(deadline).await?;
+        match self
+            .peers
+            .call(
+                master,
+                Request::DirectoryResolve {
+                    grain: grain.clone(),
+                },
+                deadline,
+            )
+            .await
+        {
+            Ok(Response::Directory(Ok(Some(silo)))) => Ok(silo),
+            Ok(Response::Directory(Ok(None))) => Err(CallError::Unreachable(
+                "the master placed the grain nowhere".into(),
+            )),
+            Ok(Response::Directory(Err(e))) => Err(e),
+            Ok(other) => Err(CallError::Codec(format!(
+                "unexpected directory answer: {other:?}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

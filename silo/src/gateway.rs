@@ -1,0 +1,111 @@
+//! [`Gateway`]: what a silo answers on its TCP port, for clients and other silos.
+//!
+//! - grain calls: delivered here if this silo hosts (or the directory places) the grain,
+//!   else answered `Moved(owner)`;
+//! - directory requests: answered by the master (a slave forwards resolves to it);
+//! - storage requests: served by the master from its store;
+//! - ping.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use granary_client::routing::{ClusterRouter, Resolve};
+use granary_proto::frame::{Request, Response, WireStorageError};
+use granary_proto::CallError;
+use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
+use tokio::time::Instant;
+
+use crate::cluster::SiloResolver;
+use crate::directory::Directory;
+use crate::storage::remote::to_wire;
+use crate::transport::RequestHandler;
+
+/// Serves a silo's TCP requests.
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    /// Delivers grain calls.
+    router: Arc<ClusterRouter>,
+    /// Answers (or forwards) directory resolves.
+    resolver: Arc<SiloResolver>,
+    /// The directory, on the master.
+    directory: Option<Arc<Directory>>,
+    /// The grain store served to slaves, on the master.
+    store: Option<Arc<dyn GrainStorage>>,
+}
+
+impl Gateway {
+    pub(crate) fn new(
+        router: Arc<ClusterRouter>,
+        resolver: Arc<SiloResolver>,
+        directory: Option<Arc<Directory>>,
+        store: Option<Arc<dyn GrainStorage>>,
+    ) -> Self {
+        Self {
+            router,
+            resolver,
+            directory,
+            store,
+        }
+    }
+
+    fn store(&self) -> Result<&Arc<dyn GrainStorage>, WireStorageError> {
+        self.store.as_ref().ok_or_else(|| {
+            WireStorageError::Unavailable("this silo does not serve the grain store".into())
+        })
+    }
+}
+
+#[async_trait]
+impl RequestHandler for Gateway {
+    async fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+        match request {
+            Request::Grain(call) => {
+                let one_way = call.one_way;
+                self.router.inbound(call, one_way).await
+            }
+            Request::DirectoryResolve { grain } => {
+                let deadline = Instant::now() + DEFAULT_CALL_TIMEOUT;
+                Response::Directory(self.resolver.resolve(&grain, deadline).await.map(Some))
+            }
+            Request::DirectoryUnregister { grain, silo } => match &self.directory {
+                Some(directory) => {
+                    directory.unregister(&grain, silo);
+                    Response::Directory(Ok(None))
+                }
+                None => Response::Directory(Err(CallError::Unreachable(
+                    "this silo is not the master".into(),
+                ))),
+            },
+            Request::StorageRead { grain } => Response::StorageRead(match self.store() {
+                Ok(store) => store
+                    .read(&grain)
+                    .await
+                    .map(|found| found.map(|s| (s.data, s.etag)))
+                    .map_err(to_wire),
+                Err(e) => Err(e),
+            }),
+            Request::StorageWrite {
+                grain,
+                data,
+                expected,
+            } => Response::StorageWrite(match self.store() {
+                Ok(store) => store
+                    .write(&grain, &data, expected.as_deref())
+                    .await
+                    .map_err(to_wire),
+                Err(e) => Err(e),
+            }),
+            Request::StorageClear { grain, expected } => {
+                Response::StorageClear(match self.store() {
+                    Ok(store) => store
+                        .clear(&grain, expected.as_deref())
+                        .await
+                        .map_err(to_wire),
+                    Err(e) => Err(e),
+                })
+            }
+            Request::Ping => Response::Pong,
+        }
+    }
+}
