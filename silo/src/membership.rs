@@ -108,6 +108,8 @@ pub struct Membership {
     leave: CancellationToken,
     /// Asks the task to stop at once.
     abort: CancellationToken,
+    /// Asks the task to send SHUTDOWN (repeatedly) but keep running.
+    announce: CancellationToken,
     /// Owns the task; `leave`/`abort` wait on it.
     tasks: TaskTracker,
     /// Polling period of the `wait_*` helpers (load updates do not wake watchers).
@@ -132,6 +134,7 @@ impl Membership {
         let shutdown_requested = CancellationToken::new();
         let leave = CancellationToken::new();
         let abort = CancellationToken::new();
+        let announce = CancellationToken::new();
         let driver = Driver {
             socket,
             codec,
@@ -148,7 +151,10 @@ impl Membership {
         };
         tracing::info!(%me, role = ?config.role, master = ?config.master, signed = config.cluster_key.is_some(), "membership starting");
         let tasks = TaskTracker::new();
-        tasks.spawn_on(driver.run(leave.clone(), abort.clone()), &runtime);
+        tasks.spawn_on(
+            driver.run(leave.clone(), abort.clone(), announce.clone()),
+            &runtime,
+        );
         tasks.close();
         Ok(Self {
             me,
@@ -157,6 +163,7 @@ impl Membership {
             shutdown_requested,
             leave,
             abort,
+            announce,
             tasks,
             poll: config.heartbeat_interval.min(Duration::from_millis(50)),
         })
@@ -230,6 +237,14 @@ impl Membership {
         timeout: Duration,
     ) -> Result<Arc<MembershipSnapshot>, MembershipError> {
         self.wait_for(timeout, MembershipSnapshot::is_joined).await
+    }
+
+    /// Starts a graceful leave without stopping: sends SHUTDOWN now and at every tick
+    /// instead of heartbeats (a master's slaves then shut down and leave one by one,
+    /// which the snapshots show), until [`Membership::leave`] or
+    /// [`Membership::abort`].
+    pub fn announce_shutdown(&self) {
+        self.announce.cancel();
     }
 
     /// Graceful leave: sends SHUTDOWN (a master to every slave, a slave to the master),

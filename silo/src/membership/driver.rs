@@ -77,8 +77,16 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    /// Runs until `abort` (stop now) or `leave` (send SHUTDOWN, then stop) fires.
-    pub(super) async fn run(mut self, leave: CancellationToken, abort: CancellationToken) {
+    /// Runs until `abort` (stop now) or `leave` (send SHUTDOWN, then stop) fires. Once
+    /// `announce` fires, SHUTDOWN is sent instead of heartbeats every tick (until the
+    /// peers have left), while the task keeps running.
+    pub(super) async fn run(
+        mut self,
+        leave: CancellationToken,
+        abort: CancellationToken,
+        announce: CancellationToken,
+    ) {
+        let mut announced = false;
         let mut buf = vec![0u8; self.codec.max_packet() + 1];
         let mut interval = self.protocol.tick_interval();
         let mut ticker = tokio::time::interval(interval);
@@ -95,6 +103,13 @@ impl Driver {
                     self.send_all(out).await;
                     return;
                 }
+                () = announce.cancelled(), if !announced => {
+                    announced = true;
+                    let mut out = Outbox::new();
+                    self.protocol.on_leave(&mut out);
+                    self.publish(true);
+                    self.send_all(out).await;
+                }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, src)) => self.on_datagram(&buf[..len], src).await,
                     Err(e) => {
@@ -109,7 +124,12 @@ impl Driver {
                     tick = true;
                     let load = *self.load.borrow();
                     let mut out = Outbox::new();
-                    self.protocol.on_tick(Instant::now(), load, &mut out);
+                    if announced {
+                        // Repeat SHUTDOWN to whoever has not left yet (datagrams get lost).
+                        self.protocol.on_leave(&mut out);
+                    } else {
+                        self.protocol.on_tick(Instant::now(), load, &mut out);
+                    }
                     self.send_all(out).await;
                 }
             }
