@@ -113,13 +113,12 @@ impl ClusterRouter {
         self.cache.lock().expect("router cache poisoned").clear();
     }
 
-    /// Drops every cached entry pointing at `silo` (it left or died) and its connection.
+    /// Drops every cached entry pointing at `silo` (it left or died).
     pub fn forget_silo(&self, silo: SiloAddr) {
         self.cache
             .lock()
             .expect("router cache poisoned")
             .retain(|_, s| *s != silo);
-        self.peers.disconnect(silo.addr);
     }
 
     async fn owner(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
@@ -209,90 +208,115 @@ impl Router for ClusterRouter {
             reply,
             mut hops,
         } = envelope;
-        let mut owner = match self.owner(&target, deadline).await {
-            Ok(owner) => owner,
-            Err(e) => return fail(reply, e),
-        };
-        if let Some(local) = &self.local {
-            if owner == local.me() {
-                let envelope = Envelope {
-                    target,
-                    body,
-                    reply,
-                    hops,
-                };
-                return local.deliver_here(envelope, deadline).await;
-            }
-        }
         let decode_reply = match &body {
             Body::Local { vtable, .. } => Some(vtable.decode_reply),
             Body::Encoded { .. } => None,
         };
-        let (message, payload) = match body.into_bytes() {
-            Ok(encoded) => encoded,
-            Err(e) => return fail(reply, e),
-        };
+        // The body stays unencoded until it must leave this process.
+        let mut body = Some(body);
+        let mut encoded: Option<(String, Vec<u8>)> = None;
         let one_way = matches!(reply, ReplyTo::None);
+        let mut owner = self.cached(&target);
         let mut pause = RETRY_INITIAL;
+        let mut last_error = None;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return fail(reply, CallError::Timeout);
+            if Instant::now() >= deadline {
+                return fail(reply, last_error.unwrap_or(CallError::Timeout));
             }
+            let silo = match owner.take() {
+                Some(silo) => silo,
+                None => match self.resolver.resolve(&target, deadline).await {
+                    Ok(silo) => {
+                        self.remember(&target, silo);
+                        silo
+                    }
+                    // No live slave yet, master unreachable: not delivered, try again.
+                    Err(e @ CallError::Unreachable(_)) => {
+                        last_error = Some(e);
+                        pause_before_retry(&mut pause, deadline).await;
+                        continue;
+                    }
+                    Err(e) => return fail(reply, e),
+                },
+            };
+            if let Some(local) = &self.local {
+                if silo == local.me() {
+                    return match (body.take(), encoded.take()) {
+                        (Some(body), _) => {
+                            let envelope = Envelope {
+                                target,
+                                body,
+                                reply,
+                                hops,
+                            };
+                            local.deliver_here(envelope, deadline).await
+                        }
+                        (None, Some(encoded)) => {
+                            deliver_encoded_here(
+                                local.as_ref(),
+                                target,
+                                encoded,
+                                reply,
+                                decode_reply,
+                                hops,
+                                deadline,
+                            )
+                            .await
+                        }
+                        (None, None) => unreachable!("the body is kept in one form or the other"),
+                    };
+                }
+            }
+            let (message, payload) = match (&encoded, body.take()) {
+                (Some(encoded), _) => encoded.clone(),
+                (None, Some(body)) => match body.into_bytes() {
+                    Ok(bytes) => {
+                        encoded = Some(bytes.clone());
+                        bytes
+                    }
+                    Err(e) => return fail(reply, e),
+                },
+                (None, None) => unreachable!("the body is kept in one form or the other"),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
             let call = GrainCall {
                 target: target.clone(),
-                message: message.clone(),
-                payload: payload.clone(),
+                message,
+                payload,
                 timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
                 hops,
                 one_way,
             };
-            let retry = match self
+            match self
                 .peers
-                .call(owner.addr, Request::Grain(call), deadline)
+                .call(silo.addr, Request::Grain(call), deadline)
                 .await
             {
                 Ok(Response::Grain(Ok(bytes))) => {
-                    match reply {
-                        ReplyTo::None => {}
-                        ReplyTo::Encoded(tx) => {
-                            let _ = tx.send(Ok(bytes));
-                        }
-                        ReplyTo::Local(tx) => {
-                            let decoded = match decode_reply {
-                                Some(decode) => {
-                                    decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))
-                                }
-                                None => {
-                                    Err(CallError::Codec("no decoder for a local reply".into()))
-                                }
-                            };
-                            let _ = tx.send(decoded);
-                        }
-                    }
+                    complete(reply, bytes, decode_reply);
                     return Ok(());
                 }
-                Ok(Response::Grain(Err(e))) => match e {
-                    // The silo is deactivating its grains: the entry moves soon.
-                    CallError::ShuttingDown => true,
-                    e if e.is_not_delivered() => return fail(reply, e),
-                    e => {
-                        reply.fail(e);
-                        return Ok(());
-                    }
-                },
+                // The owner is shutting down or fenced: the entry moves soon.
+                Ok(Response::Grain(Err(
+                    e @ (CallError::ShuttingDown | CallError::Unreachable(_)),
+                ))) => {
+                    last_error = Some(e);
+                }
+                Ok(Response::Grain(Err(e))) if e.is_not_delivered() => return fail(reply, e),
+                Ok(Response::Grain(Err(e))) => {
+                    reply.fail(e);
+                    return Ok(());
+                }
                 Ok(Response::Moved(new_owner)) => {
                     hops += 1;
                     if hops > MAX_HOPS {
-                        return fail(
-                            reply,
-                            CallError::Unreachable(format!(
-                                "{target} keeps moving; the directory is unsettled"
-                            )),
-                        );
+                        let e = CallError::Unreachable(format!(
+                            "{target} keeps moving; the directory is unsettled"
+                        ));
+                        return fail(reply, e);
                     }
                     self.remember(&target, new_owner);
-                    owner = new_owner;
+                    owner = Some(new_owner);
                     continue;
                 }
                 Ok(other) => {
@@ -301,38 +325,42 @@ impl Router for ClusterRouter {
                         CallError::Codec(format!("unexpected answer to a grain call: {other:?}")),
                     );
                 }
-                Err(TransportError::Unreachable(_)) | Err(TransportError::Closed) => true,
+                // Not sent: the silo is gone or not up yet.
+                Err(e @ (TransportError::Unreachable(_) | TransportError::Closed)) => {
+                    last_error = Some(e.into())
+                }
+                // Sent, outcome unknown (connection lost, timeout): never retried.
                 Err(e) => {
                     self.forget(&target);
                     return fail(reply, e.into());
                 }
-            };
-            debug_assert!(retry);
-            // Not delivered: wait a little, then ask the directory again.
-            self.forget(&target);
-            let wake = (Instant::now() + pause).min(deadline);
-            tokio::time::sleep_until(wake).await;
-            pause = (pause * 2).min(RETRY_MAX);
-            owner = match self.owner(&target, deadline).await {
-                Ok(owner) => owner,
-                Err(CallError::Unreachable(_)) if Instant::now() < deadline => continue,
-                Err(e) => return fail(reply, e),
-            };
-            if let Some(local) = &self.local {
-                if owner == local.me() {
-                    // Re-placed here: the body is already encoded.
-                    return deliver_encoded_here(
-                        local.as_ref(),
-                        target,
-                        (message, payload),
-                        reply,
-                        decode_reply,
-                        hops,
-                        deadline,
-                    )
-                    .await;
-                }
             }
+            // Not delivered: forget the entry, wait a little, ask the directory again.
+            self.forget(&target);
+            pause_before_retry(&mut pause, deadline).await;
+        }
+    }
+}
+
+/// Sleeps `pause` (bounded by `deadline`) and doubles it up to [`RETRY_MAX`].
+async fn pause_before_retry(pause: &mut Duration, deadline: Instant) {
+    tokio::time::sleep_until((Instant::now() + *pause).min(deadline)).await;
+    *pause = (*pause * 2).min(RETRY_MAX);
+}
+
+/// Completes `reply` with an encoded reply, decoding it for a local caller.
+fn complete(reply: ReplyTo, bytes: Vec<u8>, decode_reply: Option<DecodeReply>) {
+    match reply {
+        ReplyTo::None => {}
+        ReplyTo::Encoded(tx) => {
+            let _ = tx.send(Ok(bytes));
+        }
+        ReplyTo::Local(tx) => {
+            let decoded = match decode_reply {
+                Some(decode) => decode(&bytes).map_err(|e| CallError::Codec(e.to_string())),
+                None => Err(CallError::Codec("no decoder for a local reply".into())),
+            };
+            let _ = tx.send(decoded);
         }
     }
 }

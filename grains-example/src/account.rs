@@ -63,7 +63,8 @@ impl Handler<Follow> for Account {
         }
         let me = ctx.key().to_owned();
         let count = ctx.grain::<Account>(&other).ask(AddFollower(me)).await?;
-        if ctx.state_mut().following.insert(other) {
+        if !ctx.state().following.contains(&other) {
+            ctx.state_mut().following.insert(other);
             ctx.write_state().await?;
         }
         Ok(count)

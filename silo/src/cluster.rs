@@ -271,6 +271,15 @@ impl ClusterSilo {
         self.role
     }
 
+    /// Waits until this silo is joined (a slave: welcomed by its master; a master at
+    /// once). Fails after `timeout`.
+    pub async fn wait_joined(
+        &self,
+        timeout: Duration,
+    ) -> Result<(), crate::membership::MembershipError> {
+        self.membership.wait_joined(timeout).await.map(|_| ())
+    }
+
     /// The current membership view.
     pub fn membership(&self) -> Arc<MembershipSnapshot> {
         self.membership.snapshot()
@@ -463,11 +472,26 @@ async fn watch_membership(
                 tracing::info!(silo = %member.id, status = ?member.status, grains = dropped, "silo departed; its directory entries are dropped");
             }
             router.forget_silo(addr);
+            if member.status == MemberStatus::Dead {
+                // Calls in flight to a dead silo fail now, not at their deadline. A silo
+                // that leaves gracefully keeps its connections until it has answered.
+                router.peers().disconnect(addr.addr);
+            }
         }
         let fenced = role == SiloRole::Slave && !snapshot.master_reachable;
         if local.set_fenced(fenced) {
             if fenced {
-                tracing::warn!("cut off from the master: fencing (deactivating every grain here)");
+                let master_leaving = snapshot
+                    .master
+                    .and_then(|m| snapshot.get(&m))
+                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
+                if master_leaving {
+                    tracing::info!("the master is shutting down: deactivating every grain here");
+                } else {
+                    tracing::warn!(
+                        "cut off from the master: fencing (deactivating every grain here)"
+                    );
+                }
                 router.forget_all();
             } else {
                 tracing::info!(master = ?snapshot.master.map(|m| m.tcp), "joined the cluster: serving grains");

@@ -1,21 +1,35 @@
-//! The example grains in one process, on the embedded store by default.
+//! The main job: a local cluster (a master and two slaves, in this process, on
+//! 127.0.0.1) serving the example grains on the embedded store, exercised through a
+//! real TCP client.
 //!
-//! Each run adds 1 to the persistent counter `demo`, so its value grows across runs:
-//! state survives a restart of the demo.
+//! Each run adds 1 to the persistent counter `demo`, so its value grows from run to run:
+//! state survives a restart. `--serve` keeps the cluster up for the `client` binary.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use granary_client::{Client, ClientConfig};
 use granary_example::{Account, Add, Counter, Follow, Followers, Greeter, Hello};
+use granary_silo::cluster::{ClusterConfig, ClusterSilo};
+use granary_silo::membership::MembershipConfig;
 use granary_silo::storage::StorageSpec;
-use granary_silo::{Silo, SiloConfig};
+use granary_silo::SiloConfig;
 
-/// Runs the example grains in one silo and prints what they answer.
+/// Run a local Granary cluster serving the example grains, and call them.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Where grain state lives: `memory`, `embedded:PATH` (or a bare path), or `mongodb://…`.
+    /// Grain store the master serves: `embedded:PATH` (or a bare path), `memory`, or `mongodb://…`.
     #[arg(long, env = "GRANARY_STORAGE", default_value_t = StorageSpec::default())]
     storage: StorageSpec,
+
+    /// The master's TCP gateway address.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    gateway: SocketAddr,
+
+    /// Keep serving after the demo calls, until Ctrl-C (use the `client` binary meanwhile).
+    #[arg(long)]
+    serve: bool,
 }
 
 #[tokio::main]
@@ -30,39 +44,78 @@ async fn main() -> anyhow::Result<()> {
         "granary demo: grain types {:?}",
         granary_example::grain_types()
     );
-    println!("storage: {}", args.storage);
+    println!("grain store: {}", args.storage);
     let storage = args.storage.open().await?;
-    let silo = Silo::start(SiloConfig::default(), storage).await?;
-    let timeout = Duration::from_secs(5);
 
-    let greeting = silo
+    let any: SocketAddr = "127.0.0.1:0".parse()?;
+    let master_udp = SocketAddr::new(args.gateway.ip(), 0);
+    let master = ClusterSilo::start(
+        SiloConfig::default(),
+        ClusterConfig::master(args.gateway, master_udp),
+        Some(storage),
+    )
+    .await?;
+    let mut slaves = Vec::new();
+    for _ in 0..2 {
+        let config = ClusterConfig::slave(any, any, master.id().udp)
+            .with_membership(MembershipConfig::slave(master.id().udp));
+        slaves.push(ClusterSilo::start(SiloConfig::default(), config, None).await?);
+    }
+    for slave in &slaves {
+        slave.wait_joined(Duration::from_secs(10)).await?;
+    }
+    println!(
+        "cluster: master {} + slaves {}, {}",
+        master.addr().addr,
+        slaves[0].addr().addr,
+        slaves[1].addr().addr
+    );
+
+    let client = Client::connect(ClientConfig::new([master.addr().addr])).await?;
+    let t = Duration::from_secs(10);
+    let greeting = client
         .grain::<Greeter>("world")
         .ask(Hello("demo".into()))
-        .timeout(timeout)
+        .timeout(t)
         .await?;
-    println!("greeter world  -> {greeting}");
-
-    let value = silo
+    println!("greeter world   -> {greeting}");
+    let value = client
         .grain::<Counter>("demo")
         .ask(Add(1))
-        .timeout(timeout)
+        .timeout(t)
         .await?;
-    println!("counter demo   -> {value}  (persisted; run the demo again and it grows)");
-
-    let alice = silo.grain::<Account>("alice");
-    let bob_followers = alice.ask(Follow("bob".into())).timeout(timeout).await?;
-    silo.grain::<Account>("carol")
+    println!("counter demo    -> {value}  (persisted: run the demo again and it grows)");
+    client
+        .grain::<Account>("alice")
         .ask(Follow("bob".into()))
-        .timeout(timeout)
+        .timeout(t)
         .await?;
-    let followers = silo
+    client
+        .grain::<Account>("carol")
+        .ask(Follow("bob".into()))
+        .timeout(t)
+        .await?;
+    let followers = client
         .grain::<Account>("bob")
         .ask(Followers)
-        .timeout(timeout)
+        .timeout(t)
         .await?;
-    println!("account alice follows bob -> bob had {bob_followers} follower(s); now {followers}");
+    println!("account bob     -> {followers} followers (alice and carol follow bob, across silos)");
+    for (i, slave) in slaves.iter().enumerate() {
+        println!("slave {i} hosts {} grain(s)", slave.activation_count());
+    }
 
-    silo.shutdown().await;
-    println!("demo done: state written, silo stopped");
+    if args.serve {
+        println!(
+            "serving; try: cargo run -p granary-example --bin client -- --gateway {} counter get demo   (Ctrl-C stops)",
+            master.addr().addr
+        );
+        granary_silo::cli::shutdown_signal().await;
+    }
+    client.close().await;
+    // The master tells the slaves to save their grains and leave, then stops.
+    let stopping = slaves.into_iter().map(|s| s.shutdown());
+    futures::join!(futures::future::join_all(stopping), master.shutdown());
+    println!("demo done: state saved, cluster stopped");
     Ok(())
 }
