@@ -39,6 +39,8 @@ pub struct TestClusterBuilder {
     missed_heartbeats: u32,
     cluster_key: Option<Vec<u8>>,
     storage: Option<Arc<dyn GrainStorage>>,
+    /// Slaves use the store directly (as with MongoDB) instead of through the master.
+    shared_storage: bool,
 }
 
 impl Default for TestClusterBuilder {
@@ -50,6 +52,7 @@ impl Default for TestClusterBuilder {
             missed_heartbeats: 3,
             cluster_key: Some(b"granary-test-cluster".to_vec()),
             storage: None,
+            shared_storage: false,
         }
     }
 }
@@ -78,6 +81,14 @@ impl TestClusterBuilder {
     /// The store the master serves (default: a fresh [`MemoryStorage`]).
     pub fn storage(mut self, storage: Arc<dyn GrainStorage>) -> Self {
         self.storage = Some(storage);
+        self
+    }
+
+    /// Every silo uses `storage` directly, as a production cluster does with MongoDB
+    /// (by default slaves reach the master's store over TCP).
+    pub fn shared_storage(mut self, storage: Arc<dyn GrainStorage>) -> Self {
+        self.storage = Some(storage);
+        self.shared_storage = true;
         self
     }
 
