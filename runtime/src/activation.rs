@@ -34,6 +34,13 @@ use crate::registry::HandlerEntry;
 use crate::router::Router;
 use crate::storage::GrainStorage;
 
+/// The receiving end of an activation's mailbox. Envelopes are boxed so an empty
+/// mailbox stays small (a channel allocates its first block of slots up front).
+pub type Mailbox = mpsc::Receiver<Box<Envelope>>;
+
+/// The sending end of an activation's mailbox.
+pub type MailboxSender = mpsc::Sender<Box<Envelope>>;
+
 /// What the host gives a new activation.
 pub struct ActivationArgs {
     /// The grain to activate.
@@ -41,7 +48,7 @@ pub struct ActivationArgs {
     /// Host-assigned id of this activation (distinguishes successive activations).
     pub activation_id: u64,
     /// The receiving end of the grain's bounded mailbox.
-    pub mailbox: mpsc::Receiver<Envelope>,
+    pub mailbox: Mailbox,
     /// The state provider.
     pub storage: Arc<dyn GrainStorage>,
     /// How the grain reaches other grains.
@@ -92,13 +99,7 @@ pub trait ActivationHost: Send + Sync + 'static {
     /// is still queued as `leftovers` says (or fails it if the host is shutting down).
     /// Messages racing in after this are received by the activation and re-delivered
     /// through its router.
-    fn retire(
-        &self,
-        id: &GrainId,
-        activation_id: u64,
-        mailbox: &mut mpsc::Receiver<Envelope>,
-        leftovers: Leftovers,
-    );
+    fn retire(&self, id: &GrainId, activation_id: u64, mailbox: &mut Mailbox, leftovers: Leftovers);
 }
 
 /// Live counters of one activation. Written by its task, read by the host.
@@ -220,7 +221,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                 Leftovers::Fail(err.clone()),
             );
             while let Some(envelope) = mailbox.recv().await {
-                envelope.fail(err.clone());
+                envelope.reply.fail(err.clone());
             }
             return;
         }
@@ -231,14 +232,17 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     let mut last_active = Instant::now();
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
+    // Built once: re-creating `cancelled()` per turn costs several lock operations.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     let exit = 'outer: loop {
         let exit = loop {
             tokio::select! {
                 biased;
-                () = stop.cancelled() => break Exit::Stop,
+                () = &mut stopped => break Exit::Stop,
                 next = mailbox.recv() => {
                     let Some(envelope) = next else { break Exit::Stop };
-                    let panicked = turn(&mut grain, &mut ctx, handlers, envelope).await;
+                    let panicked = turn(&mut grain, &mut ctx, handlers, *envelope).await;
                     last_active = Instant::now();
                     stats.record_turn(last_active, &mut window);
                     if panicked {
@@ -292,7 +296,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     // Senders that raced the close: their messages still go to the next activation.
     while let Some(envelope) = mailbox.recv().await {
         let deadline = Instant::now() + crate::DEFAULT_CALL_TIMEOUT;
-        let _ = router.deliver(envelope, deadline).await;
+        let _ = router.deliver(*envelope, deadline).await;
     }
 }
 

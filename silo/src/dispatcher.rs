@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use granary_proto::{CallError, GrainId};
-use granary_runtime::activation::{ActivationHost, ActivationStats, Leftovers};
+use granary_runtime::activation::{
+    ActivationHost, ActivationStats, Leftovers, Mailbox, MailboxSender,
+};
 use granary_runtime::envelope::Envelope;
 use granary_runtime::registry::GrainTypeEntry;
 use granary_runtime::{GrainStorage, Router};
@@ -51,7 +53,7 @@ struct Slot {
     /// Distinguishes this activation from earlier/later ones of the same key.
     activation_id: u64,
     /// Mailbox sender; dropping the slot does not stop the task (its `stop` does).
-    sender: mpsc::Sender<Envelope>,
+    sender: MailboxSender,
     /// Counters written by the activation task.
     stats: Arc<ActivationStats>,
     /// Stops just this activation.
@@ -137,9 +139,10 @@ impl Dispatcher {
     /// mailbox space until `deadline`, then fails with `MailboxFull`.
     pub(crate) async fn deliver(
         self: &Arc<Self>,
-        mut envelope: Envelope,
+        envelope: Envelope,
         deadline: Instant,
     ) -> Result<(), CallError> {
+        let mut envelope = Box::new(envelope);
         loop {
             let sender = {
                 let mut table = self.table();
@@ -292,7 +295,7 @@ impl ActivationHost for Dispatcher {
         &self,
         id: &GrainId,
         activation_id: u64,
-        mailbox: &mut mpsc::Receiver<Envelope>,
+        mailbox: &mut Mailbox,
         leftovers: Leftovers,
     ) {
         let mut table = self.table();
@@ -332,7 +335,7 @@ impl ActivationHost for Dispatcher {
             self.shared.tracker.spawn(async move {
                 for envelope in queued {
                     let deadline = Instant::now() + granary_runtime::DEFAULT_CALL_TIMEOUT;
-                    let _ = router.deliver(envelope, deadline).await;
+                    let _ = router.deliver(*envelope, deadline).await;
                 }
             });
             return;

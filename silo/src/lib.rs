@@ -1,15 +1,29 @@
 //! A Granary silo: the process that hosts grains.
 //!
+//! A silo runs alone ([`Silo`], every grain in this process) or in a cluster
+//! ([`ClusterSilo`], a master with the directory and store, slaves hosting grains).
+//!
 //! # Layout
-//! - [`config`]: [`SiloConfig`], every knob with its default.
-//! - [`silo`]: [`Silo`], a running silo (start, grain references, shutdown).
-//! - `catalog`: grain type → [`dispatcher`]; routes envelopes to activations.
-//! - [`dispatcher`]: one per grain type; owns its activations and their metrics.
-//! - [`storage`]: state providers: in-memory, embedded (redb, the default) and MongoDB.
+//! - [`config`]: [`SiloConfig`], idle timeouts and mailbox sizes with their defaults.
+//! - [`silo`]: [`Silo`], a stand-alone silo (start, grain references, stats, shutdown).
+//! - `catalog`: grain type → [`dispatcher`]; delivers envelopes to local activations.
+//! - [`dispatcher`]: one per grain type; owns its activations and their load metrics.
+//! - [`storage`]: state providers: in-memory, embedded (redb, the default), MongoDB, and
+//!   the master's store seen from a slave.
+//! - [`cluster`]: [`ClusterSilo`], wiring membership, transport, directory and fencing.
+//! - [`membership`]: the UDP protocol (HANDSHAKE, WELCOME, HEARTBEAT, SHUTDOWN, …).
+//! - [`directory`]: the master's grain directory and placement.
+//! - `gateway`: what a silo answers on its TCP port.
+//! - [`transport`]: the TCP server (the calling side lives in `granary-client`).
+//! - [`cli`]: the `silo` command line; a grain crate's silo binary calls [`cli::main`].
+//! - `testing` (feature `test-util`): `TestCluster`, a whole cluster in one process.
 //!
 //! Ownership at run time:
 //! ```text
-//! Silo
+//! ClusterSilo
+//! ├── Membership task (UDP)
+//! ├── TCP server ── connection tasks ── request tasks ── Gateway
+//! ├── ClusterRouter (directory cache, Peers connections)
 //! └── Catalog ── Dispatcher (one per grain type)
 //!                 └── activation task (one per active grain, owns the grain + its state)
 //! ```
