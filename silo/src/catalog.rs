@@ -10,7 +10,7 @@ use granary_runtime::envelope::Envelope;
 use granary_runtime::Router;
 use tokio::time::Instant;
 
-use crate::dispatcher::{Dispatcher, HostShared};
+use crate::dispatcher::{Dispatcher, DispatcherStats, HostShared};
 
 /// Every dispatcher of one silo.
 pub(crate) struct Catalog {
@@ -41,6 +41,19 @@ impl Catalog {
         let mut all: Vec<_> = self.dispatchers.values().cloned().collect();
         all.sort_by_key(|d| d.grain_type());
         all
+    }
+
+    /// Load figures of every grain type.
+    pub(crate) fn stats(&self) -> Vec<DispatcherStats> {
+        self.dispatchers().iter().map(|d| d.stats()).collect()
+    }
+
+    /// `(activations, queued messages)` over all grain types.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        self.dispatchers
+            .values()
+            .map(|d| d.load())
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
     /// Delivers to an activation on this silo, creating it if needed.

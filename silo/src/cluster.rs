@@ -152,33 +152,18 @@ impl ClusterSilo {
         cluster: ClusterConfig,
         storage: Option<Arc<dyn GrainStorage>>,
     ) -> Result<ClusterSilo, StartError> {
-        let listener =
-            TcpListener::bind(cluster.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    what: "TCP listener",
-                    source,
-                })?;
-        let udp = UdpSocket::bind(cluster.udp)
-            .await
-            .map_err(|source| StartError::Bind {
-                what: "UDP socket",
-                source,
-            })?;
-        let tcp_addr = advertised(
-            listener.local_addr().map_err(|source| StartError::Bind {
-                what: "TCP listener",
-                source,
-            })?,
-            cluster.advertise,
-        );
-        let udp_addr = advertised(
-            udp.local_addr().map_err(|source| StartError::Bind {
-                what: "UDP socket",
-                source,
-            })?,
-            cluster.advertise_udp,
-        );
+        let tcp_err = |source| StartError::Bind {
+            what: "TCP listener",
+            source,
+        };
+        let udp_err = |source| StartError::Bind {
+            what: "UDP socket",
+            source,
+        };
+        let listener = TcpListener::bind(cluster.listen).await.map_err(tcp_err)?;
+        let udp = UdpSocket::bind(cluster.udp).await.map_err(udp_err)?;
+        let tcp_addr = advertised(listener.local_addr().map_err(tcp_err)?, cluster.advertise);
+        let udp_addr = advertised(udp.local_addr().map_err(udp_err)?, cluster.advertise_udp);
         let me = SiloId::new(tcp_addr, udp_addr, SiloId::generation_now());
         let role = cluster.membership.role;
 
@@ -302,11 +287,7 @@ impl ClusterSilo {
 
     /// Number of grains active on this silo.
     pub fn activation_count(&self) -> usize {
-        self.catalog
-            .dispatchers()
-            .iter()
-            .map(|d| d.activation_count())
-            .sum()
+        self.catalog.load().0
     }
 
     /// True if `grain` is active on this silo.
@@ -318,11 +299,7 @@ impl ClusterSilo {
 
     /// Load figures of every grain type here.
     pub fn stats(&self) -> Vec<DispatcherStats> {
-        self.catalog
-            .dispatchers()
-            .iter()
-            .map(|d| d.stats())
-            .collect()
+        self.catalog.stats()
     }
 
     /// Resolves when the master told this slave to shut down (or, on any silo, when
@@ -434,11 +411,7 @@ async fn report_load(
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                let (activations, queued) = catalog
-                    .dispatchers()
-                    .iter()
-                    .map(|d| d.load())
-                    .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let (activations, queued) = catalog.load();
                 load.send_replace(LoadReport { activations: activations as u64, queue_depth: queued as u64 });
             }
         }

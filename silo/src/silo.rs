@@ -84,20 +84,12 @@ impl Silo {
 
     /// Load figures of every grain type.
     pub fn stats(&self) -> Vec<DispatcherStats> {
-        self.catalog
-            .dispatchers()
-            .iter()
-            .map(|d| d.stats())
-            .collect()
+        self.catalog.stats()
     }
 
     /// `(activations, queued messages)` over all grain types.
     pub fn load(&self) -> (usize, usize) {
-        self.catalog
-            .dispatchers()
-            .iter()
-            .map(|d| d.load())
-            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+        self.catalog.load()
     }
 
     /// Stops the silo: refuses new messages, lets each activation finish its turn, run

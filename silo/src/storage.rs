@@ -186,6 +186,14 @@ fn redact_uri(uri: &str) -> String {
     }
 }
 
+/// Refuses a state larger than a provider's `max` before anything is sent or written.
+pub(crate) fn check_size(size: usize, max: usize) -> Result<(), StorageError> {
+    if size > max {
+        return Err(StorageError::TooLarge { size, max });
+    }
+    Ok(())
+}
+
 /// The one string that names a grain's record in every durable provider:
 /// `<byte length of type name>:<type name>:<key>`, e.g. `18:example.counter/v1:alice`.
 /// The length prefix keeps it unambiguous whatever characters type names and keys hold.

@@ -203,12 +203,7 @@ impl GrainStorage for EmbeddedStorage {
         data: &[u8],
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
-        if data.len() > Self::MAX_STATE_BYTES {
-            return Err(StorageError::TooLarge {
-                size: data.len(),
-                max: Self::MAX_STATE_BYTES,
-            });
-        }
+        super::check_size(data.len(), Self::MAX_STATE_BYTES)?;
         let grain = grain.clone();
         let data = data.to_vec();
         let expected = expected.map(str::to_owned);

@@ -281,12 +281,7 @@ impl GrainStorage for MongoStorage {
         data: &[u8],
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
-        if data.len() > Self::MAX_STATE_BYTES {
-            return Err(StorageError::TooLarge {
-                size: data.len(),
-                max: Self::MAX_STATE_BYTES,
-            });
-        }
+        super::check_size(data.len(), Self::MAX_STATE_BYTES)?;
         let id = record_id(grain);
         let etag = ObjectId::new().to_hex();
         match expected {
