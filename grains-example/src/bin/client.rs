@@ -85,7 +85,8 @@ async fn resolve(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let gateways = resolve(&args.gateways).await?;
-    let client = Client::connect(ClientConfig::new(gateways)).await?;
+    let client =
+        Client::connect(ClientConfig::new(gateways).with_connect_timeout(args.timeout)).await?;
     let t = args.timeout;
     match args.command {
         Command::Ping => println!(
