@@ -31,3 +31,6 @@ pub fn grain_types() -> [&'static str; 3] {
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(test)]
+mod tests;
