@@ -17,7 +17,7 @@ use granary_runtime::{Grain, GrainRef, Router};
 use tokio::time::Instant;
 
 use crate::routing::{ClusterRouter, Resolve};
-use crate::transport::{Peers, TransportConfig, TransportError};
+use crate::transport::{ClusterKey, Peers, TransportConfig, TransportError};
 
 /// Default time [`Client::connect`] tries the gateways before giving up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,6 +41,12 @@ impl ClientConfig {
             transport: TransportConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         }
+    }
+
+    /// Authenticates connections with the cluster's key (`--cluster-key` of the silos).
+    pub fn with_cluster_key(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.transport.cluster_key = ClusterKey::new(key);
+        self
     }
 
     /// Sets how long [`Client::connect`] keeps trying.
@@ -83,14 +89,22 @@ impl Client {
             current: AtomicUsize::new(0),
         });
         let deadline = Instant::now() + config.connect_timeout;
+        let mut first_error = None;
         loop {
             let err = match gateways.ping(deadline).await {
                 Ok(_) => break,
                 Err(e) => e,
             };
+            let first = first_error.get_or_insert_with(|| err.to_string());
             if Instant::now() >= deadline {
                 peers.close().await;
-                return Err(ConnectError::Unreachable(err.to_string()));
+                let last = err.to_string();
+                let why = if *first == last {
+                    last
+                } else {
+                    format!("{last} (first failure: {first})")
+                };
+                return Err(ConnectError::Unreachable(why));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

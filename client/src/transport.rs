@@ -21,9 +21,11 @@ use std::time::Duration;
 use granary_proto::frame::{FrameError, DEFAULT_MAX_FRAME};
 use granary_proto::CallError;
 
+pub mod handshake;
 mod peers;
 pub mod writer;
 
+pub use handshake::ClusterKey;
 pub use peers::Peers;
 
 /// Default cap on concurrently served connections per listener.
@@ -65,6 +67,10 @@ pub struct TransportConfig {
     /// How long in-flight requests may run after the server's shutdown begins before
     /// they are aborted and their connections closed.
     pub shutdown_grace: Duration,
+    /// With a key, every connection starts with a [`handshake`]: the server challenges,
+    /// the client proves it holds the key, and unauthenticated peers are cut off before
+    /// their first frame. Both ends must agree (key or no key).
+    pub cluster_key: Option<ClusterKey>,
 }
 
 impl Default for TransportConfig {
@@ -78,6 +84,7 @@ impl Default for TransportConfig {
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cluster_key: None,
         }
     }
 }
@@ -117,6 +124,12 @@ impl TransportConfig {
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.backoff_initial = initial;
         self.backoff_max = max.max(initial);
+        self
+    }
+
+    /// Sets [`TransportConfig::cluster_key`].
+    pub fn with_cluster_key(mut self, key: Option<ClusterKey>) -> Self {
+        self.cluster_key = key;
         self
     }
 

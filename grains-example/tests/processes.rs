@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use granary_client::{Client, ClientConfig};
+use granary_client::transport::{handshake, ClusterKey};
+use granary_client::{Client, ClientConfig, ConnectError};
 use granary_example::{Add, Counter, Get, Greeter, Hello};
 use granary_proto::frame::{Frame, FrameCodec, Request, Response, FRAME_VERSION};
 use granary_proto::packet::{
@@ -303,10 +304,14 @@ impl Procs {
     /// Waits until the silo `i` answers pings on its TCP port.
     async fn wait_listening(&mut self, i: usize, deadline: Instant) -> Result<Client, String> {
         let gateway = self.ports(i).tcp;
+        let key = self.procs[i].spec.key.clone();
         loop {
             self.check_alive(i)?;
-            let config =
+            let mut config =
                 ClientConfig::new([gateway]).with_connect_timeout(Duration::from_millis(250));
+            if let Some(key) = &key {
+                config = config.with_cluster_key(key.as_bytes());
+            }
             if let Ok(client) = Client::connect(config).await {
                 return Ok(client);
             }
@@ -492,9 +497,12 @@ async fn client_bin(gateway: SocketAddr, args: &[&str]) -> String {
     out.trim().to_owned()
 }
 
+/// A library client with the tests' cluster key.
 async fn connect(gateways: &[SocketAddr]) -> Client {
     Client::connect(
-        ClientConfig::new(gateways.iter().copied()).with_connect_timeout(Duration::from_secs(5)),
+        ClientConfig::new(gateways.iter().copied())
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_cluster_key(KEY.as_bytes()),
     )
     .await
     .expect("connect a client")
@@ -951,9 +959,20 @@ fn raw_frame(version: u8, body: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Sends `bytes` on a new connection to `addr` and expects the silo to close it.
-async fn expect_rejected(addr: SocketAddr, what: &str, bytes: &[u8]) {
+/// A raw connection to `addr` that has passed the cluster-key handshake.
+async fn authenticated(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let key = ClusterKey::new(KEY.as_bytes()).unwrap();
+    handshake::respond(&mut stream, &key)
+        .await
+        .unwrap_or_else(|e| panic!("handshake with {addr}: {e}"));
+    stream
+}
+
+/// Sends `bytes` on a new authenticated connection to `addr` and expects the silo to
+/// close it.
+async fn expect_rejected(addr: SocketAddr, what: &str, bytes: &[u8]) {
+    let mut stream = authenticated(addr).await;
     stream.write_all(bytes).await.unwrap();
     let mut buf = [0u8; 256];
     let closed = tokio::time::timeout(Duration::from_secs(5), async {
@@ -971,9 +990,47 @@ async fn expect_rejected(addr: SocketAddr, what: &str, bytes: &[u8]) {
     );
 }
 
-/// A PING frame over a raw connection must be answered with PONG.
-async fn raw_ping(addr: SocketAddr) {
+/// A PING frame over a connection that skips the handshake is never answered: the
+/// silo challenges, gets no valid answer, and closes.
+async fn expect_unauthenticated_refused(addr: SocketAddr) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
+    let ping = FrameCodec::default()
+        .encode_to_vec(&Frame::Request {
+            id: 7,
+            body: Request::Ping,
+        })
+        .unwrap();
+    stream.write_all(&ping).await.unwrap();
+    let mut seen = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "{addr} kept an unauthenticated connection open"
+    );
+    assert!(
+        seen.starts_with(&handshake::CHALLENGE_MAGIC),
+        "{addr} sent no challenge"
+    );
+    // Only the challenge (and, if the silo read a full bad answer, its DENY): no PONG.
+    let challenge_len = handshake::CHALLENGE_MAGIC.len() + handshake::NONCE_LEN;
+    assert!(
+        seen.len() == challenge_len || seen[challenge_len..] == handshake::DENY_MAGIC,
+        "{addr} answered an unauthenticated request: {seen:?}"
+    );
+}
+
+/// A PING frame over an authenticated raw connection must be answered with PONG.
+async fn raw_ping(addr: SocketAddr) {
+    let mut stream = authenticated(addr).await;
     let request = Frame::Request {
         id: 42,
         body: Request::Ping,
@@ -1089,6 +1146,7 @@ async fn bad_input(procs: &mut Procs) {
     // --- TCP, against the master and the slave.
     let mut hanging = Vec::new();
     for addr in [master.tcp, slave.tcp] {
+        expect_unauthenticated_refused(addr).await;
         raw_ping(addr).await;
         expect_rejected(addr, "a u32::MAX length prefix", &u32::MAX.to_be_bytes()).await;
         expect_rejected(addr, "a zero length prefix", &0u32.to_be_bytes()).await;
@@ -1110,7 +1168,7 @@ async fn bad_input(procs: &mut Procs) {
         expect_rejected(addr, "garbage", &garbage).await;
         // Half a frame, then silence: the connection just waits, and must not hold up
         // anyone else.
-        let mut half = TcpStream::connect(addr).await.unwrap();
+        let mut half = authenticated(addr).await;
         let frame = FrameCodec::default()
             .encode_to_vec(&Frame::Request {
                 id: 1,
@@ -1118,7 +1176,7 @@ async fn bad_input(procs: &mut Procs) {
             })
             .unwrap();
         half.write_all(&frame[..frame.len() / 2]).await.unwrap();
-        let mut declared_large = TcpStream::connect(addr).await.unwrap();
+        let mut declared_large = authenticated(addr).await;
         declared_large
             .write_all(&(1u32 << 20).to_be_bytes())
             .await
@@ -1241,15 +1299,17 @@ async fn wrong_key(procs: &mut Procs) {
             .unwrap_or_else(|e| panic!("{e}"));
         calls += 1;
     }
-    // Through the intruder's own port nothing works either: it never learns a master.
-    let via_intruder = connect(&[procs.ports(intruder).tcp]).await;
-    let call = via_intruder
-        .grain::<Counter>("w-intruder")
-        .ask(Add(1))
-        .timeout(Duration::from_secs(1))
-        .await;
-    assert!(matches!(call, Err(CallError::Timeout)), "{call:?}");
-    via_intruder.close().await;
+    // The intruder's own TCP port refuses the cluster's key (it holds another one).
+    let via_intruder = Client::connect(
+        ClientConfig::new([procs.ports(intruder).tcp])
+            .with_connect_timeout(Duration::from_secs(1))
+            .with_cluster_key(KEY.as_bytes()),
+    )
+    .await;
+    assert!(
+        matches!(via_intruder, Err(ConnectError::Unreachable(ref why)) if why.contains("refused our cluster key")),
+        "{via_intruder:?}"
+    );
 
     // Control: a slave with the right key joins and takes every grain.
     let good = procs

@@ -77,8 +77,9 @@ pub struct SiloArgs {
     #[arg(long, env = "GRANARY_MISSED_HEARTBEATS", default_value_t = 3)]
     pub missed_heartbeats: u32,
 
-    /// Shared secret: membership packets are HMAC-signed with it, and unsigned or
-    /// wrongly signed packets are dropped. Use the same key on every silo.
+    /// Shared secret: membership packets are HMAC-signed with it (unsigned or wrongly
+    /// signed ones are dropped), and every TCP connection must answer an HMAC challenge
+    /// before its first frame. Use the same key on every silo and client.
     #[arg(long, env = "GRANARY_CLUSTER_KEY", hide_env_values = true)]
     pub cluster_key: Option<String>,
 }

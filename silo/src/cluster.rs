@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use granary_client::routing::ClusterRouter;
-use granary_client::transport::{Peers, TransportConfig};
+use granary_client::transport::{ClusterKey, Peers, TransportConfig};
 use granary_proto::frame::{Request, SiloAddr};
 use granary_proto::packet::{LoadReport, SiloId};
 use granary_proto::GrainId;
@@ -69,7 +69,8 @@ pub struct ClusterConfig {
     pub advertise_udp: Option<SocketAddr>,
     /// Role, master address, heartbeats, cluster key.
     pub membership: MembershipConfig,
-    /// Frame size, connection caps, timeouts and backoff of the TCP transport.
+    /// Frame size, connection caps, timeouts and backoff of the TCP transport. Its
+    /// cluster key defaults to the membership's, so one key guards UDP and TCP.
     pub transport: TransportConfig,
     /// How long a master waits at shutdown for slaves to release their grains.
     pub drain_timeout: Duration,
@@ -166,8 +167,18 @@ impl ClusterSilo {
         let udp_addr = advertised(udp.local_addr().map_err(udp_err)?, cluster.advertise_udp);
         let me = SiloId::new(tcp_addr, udp_addr, SiloId::generation_now());
         let role = cluster.membership.role;
+        // One secret guards both planes: membership datagrams and TCP connections.
+        let mut transport = cluster.transport.clone();
+        if transport.cluster_key.is_none() {
+            let key = cluster
+                .membership
+                .cluster_key
+                .clone()
+                .and_then(ClusterKey::new);
+            transport = transport.with_cluster_key(key);
+        }
 
-        let peers = Peers::new(cluster.transport.clone());
+        let peers = Peers::new(transport.clone());
         let (load_tx, load_rx) = watch::channel(LoadReport::default());
         let membership = Membership::start(cluster.membership.clone(), udp, me, load_rx)
             .map_err(StartError::Membership)?;
@@ -210,7 +221,7 @@ impl ClusterSilo {
         tasks.spawn(serve(
             listener,
             gateway,
-            cluster.transport.clone(),
+            transport,
             stop.clone().cancelled_owned(),
         ));
         tasks.spawn(report_load(

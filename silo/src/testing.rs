@@ -285,8 +285,16 @@ impl TestCluster {
     pub async fn client(&self) -> Result<Client, ConnectError> {
         let gateways = std::iter::once(self.master().addr().addr)
             .chain(self.slaves().map(|(_, s)| s.addr().addr));
-        Client::connect(ClientConfig::new(gateways).with_connect_timeout(Duration::from_secs(5)))
-            .await
+        let mut config = ClientConfig::new(gateways).with_connect_timeout(Duration::from_secs(5));
+        if let Some(key) = &self.builder.cluster_key {
+            config = config.with_cluster_key(key.clone());
+        }
+        Client::connect(config).await
+    }
+
+    /// The cluster key its silos use (clients need it), if any.
+    pub fn cluster_key(&self) -> Option<&[u8]> {
+        self.builder.cluster_key.as_deref()
     }
 
     /// Stops everything gracefully (the master shuts its slaves down first).

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures::StreamExt;
-use granary_proto::frame::{Frame, FrameCodec, Request, Response};
+use granary_proto::frame::{Frame, FrameCodec, FrameError, Request, Response};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use super::{writer, TransportConfig, TransportError};
+use super::{handshake, writer, TransportConfig, TransportError};
 
 /// Locks a std mutex, ignoring poisoning (every critical section here leaves the data
 /// consistent, and none awaits).
@@ -369,7 +369,17 @@ impl Peers {
             )));
         }
         let connect_deadline = deadline.min(now + self.inner.config.connect_timeout);
-        let error = match timeout_at(connect_deadline, TcpStream::connect(addr)).await {
+        let key = self.inner.config.cluster_key.clone();
+        let connect = async move {
+            let mut stream = TcpStream::connect(addr).await?;
+            if let Some(key) = key {
+                handshake::respond(&mut stream, &key)
+                    .await
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::PermissionDenied, e))?;
+            }
+            Ok::<_, std::io::Error>(stream)
+        };
+        let error = match timeout_at(connect_deadline, connect).await {
             Ok(Ok(stream)) => {
                 *backoff = Backoff::default();
                 let conn = self.start(addr, &slot, stream);
@@ -445,6 +455,10 @@ async fn read_responses(read: OwnedReadHalf, codec: FrameCodec, conn: Arc<Conn>,
             Some(Ok(_)) => {
                 warn!(%addr, "closing connection: server sent a request frame");
                 break format!("protocol error: {addr} sent a request frame");
+            }
+            Some(Err(FrameError::TooLarge { len, .. })) if handshake::is_challenge_prefix(len) => {
+                warn!(%addr, "the silo requires the cluster key; this client has none");
+                break format!("{addr} requires the cluster key (--cluster-key)");
             }
             Some(Err(error)) => {
                 warn!(%addr, %error, "closing connection: bad frame");

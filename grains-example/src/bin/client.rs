@@ -26,6 +26,10 @@ struct Args {
     )]
     gateways: Vec<String>,
 
+    /// The cluster's shared secret, if the silos run with `--cluster-key`.
+    #[arg(long, env = "GRANARY_CLUSTER_KEY", hide_env_values = true)]
+    cluster_key: Option<String>,
+
     /// Deadline of each call.
     #[arg(long, env = "GRANARY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
@@ -85,8 +89,11 @@ async fn resolve(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let gateways = resolve(&args.gateways).await?;
-    let client =
-        Client::connect(ClientConfig::new(gateways).with_connect_timeout(args.timeout)).await?;
+    let mut config = ClientConfig::new(gateways).with_connect_timeout(args.timeout);
+    if let Some(key) = &args.cluster_key {
+        config = config.with_cluster_key(key.as_bytes());
+    }
+    let client = Client::connect(config).await?;
     let t = args.timeout;
     match args.command {
         Command::Ping => println!(

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use granary_client::transport::writer;
+use granary_client::transport::{handshake, writer};
 
 use super::{Failure, RequestHandler, RequestKind, TransportConfig};
 
@@ -117,10 +117,31 @@ enum End {
 impl Connection {
     /// Serves the connection until the peer leaves, misbehaves, or the server stops.
     /// `_slot` returns the connection slot to the listener when this ends.
-    async fn run(self, stream: TcpStream, _slot: OwnedSemaphorePermit) {
+    async fn run(self, mut stream: TcpStream, _slot: OwnedSemaphorePermit) {
         let peer = self.peer;
         if let Err(error) = stream.set_nodelay(true) {
             debug!(%peer, %error, "could not set TCP_NODELAY");
+        }
+        if let Some(key) = &self.config.cluster_key {
+            let checked = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return,
+                checked = tokio::time::timeout(
+                    self.config.connect_timeout,
+                    handshake::challenge(&mut stream, key),
+                ) => checked,
+            };
+            match checked {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    warn!(%peer, %error, "refused an unauthenticated connection");
+                    return;
+                }
+                Err(_) => {
+                    warn!(%peer, "refused a connection that did not authenticate in time");
+                    return;
+                }
+            }
         }
         let codec = FrameCodec::new(self.config.max_frame);
         let (read, write) = stream.into_split();
