@@ -13,7 +13,7 @@
 //! # Layout
 //! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement.
 //! - [`context`]: [`GrainContext`], a grain's identity, state and references to others.
-//! - [`reference`]: [`GrainRef`] and the `tell`/`ask` builders.
+//! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask` builders.
 //! - [`storage`]: the [`GrainStorage`] trait every state provider implements.
 //! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
 //! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).

@@ -1,4 +1,4 @@
-//! The process-wide grain type registry, filled at link time by [`register_grain!`].
+//! The process-wide grain type registry, filled at link time by [`register_grain!`](crate::register_grain).
 //!
 //! Each `register_grain!(G, handles = [M1, M2])` line submits one [`GrainTypeEntry`]
 //! through `inventory`. The registry is the only global in Granary: it describes types,
@@ -135,7 +135,7 @@ pub(crate) fn handler_error(err: GrainError) -> CallError {
     }
 }
 
-/// A registered grain type, as submitted by [`register_grain!`].
+/// A registered grain type, as submitted by [`register_grain!`](crate::register_grain).
 pub struct GrainTypeEntry {
     /// `G::TYPE_NAME`.
     pub type_name: &'static str,
