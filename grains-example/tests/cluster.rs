@@ -287,3 +287,43 @@ async fn graceful_shutdown_saves_state_and_stops_every_silo() {
         .unwrap();
     assert!(stored.is_some(), "state was not written before shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_master_never_leaves_a_grain_active_twice() {
+    let mut cluster = TestCluster::builder().slaves(2).build().await.unwrap();
+    cluster.wait_for_membership_stable(STABLE).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    for i in 0..20 {
+        assert_eq!(
+            client
+                .grain::<Counter>(format!("m-{i}"))
+                .ask(Add(1))
+                .await
+                .unwrap(),
+            1
+        );
+    }
+    client.close().await;
+    // Restarted within the lease: the slaves never fence, but the new master's directory
+    // is empty, so their activations must go before it places those grains again.
+    cluster.restart_master().await.unwrap();
+    cluster.wait_for_membership_stable(STABLE).await.unwrap();
+    eventually(
+        "old activations deactivated",
+        Duration::from_secs(10),
+        || cluster.slaves().all(|(_, s)| s.activation_count() == 0),
+    )
+    .await;
+    let client = cluster.client().await.unwrap();
+    for i in 0..20 {
+        let key = format!("m-{i}");
+        assert_eq!(client.grain::<Counter>(&key).ask(Add(1)).await.unwrap(), 2);
+        assert_eq!(
+            hosts(&cluster, &counter(&key)).len(),
+            1,
+            "{key} is active on more than one slave"
+        );
+    }
+    client.close().await;
+    cluster.shutdown().await;
+}

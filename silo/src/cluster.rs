@@ -441,8 +441,23 @@ async fn watch_membership(
     stop: CancellationToken,
 ) {
     let mut handled = std::collections::HashSet::new();
+    let mut master_seen = None;
     loop {
         let snapshot = updates.borrow_and_update().clone();
+        if role == SiloRole::Slave {
+            if let (Some(old), Some(new)) = (master_seen, snapshot.master) {
+                if old != new {
+                    // A new master (a restart) starts with an empty directory: grains
+                    // active here are unknown to it and could be placed elsewhere too.
+                    tracing::warn!(old = %old, new = %new, "the master restarted: deactivating every grain here");
+                    local.deactivate_all();
+                    router.forget_all();
+                }
+            }
+            if snapshot.master.is_some() {
+                master_seen = snapshot.master;
+            }
+        }
         for member in snapshot.members.values() {
             if member.id == snapshot.me
                 || member.status == MemberStatus::Active

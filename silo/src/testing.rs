@@ -245,6 +245,38 @@ impl TestCluster {
         }
     }
 
+    /// Crashes the master and starts a new generation on the same ports and store.
+    pub async fn restart_master(&mut self) -> Result<(), StartError> {
+        let master = self.master.take().expect("the master runs until shutdown");
+        let id = master.id();
+        master.abort().await;
+        let config = ClusterConfig::master(id.tcp, id.udp)
+            .with_membership(self.builder.membership(MembershipConfig::master()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let config = ClusterConfig {
+                transport: transport(),
+                ..config.clone()
+            };
+            match ClusterSilo::start(
+                self.builder.silo.clone(),
+                config,
+                Some(self.storage.clone()),
+            )
+            .await
+            {
+                Ok(master) => {
+                    self.master = Some(master);
+                    return Ok(());
+                }
+                Err(StartError::Bind { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Waits until every running silo sees the same active members (the master and the
     /// running slaves) and every slave is joined. Fails with a description at the deadline.
     pub async fn wait_for_membership_stable(&self, timeout: Duration) -> Result<(), String> {

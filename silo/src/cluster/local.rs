@@ -37,13 +37,18 @@ impl SiloLocal {
     pub(crate) fn set_fenced(&self, fenced: bool) -> bool {
         let changed = self.fenced.swap(fenced, Ordering::AcqRel) != fenced;
         if changed && fenced {
-            if let Some(catalog) = self.catalog.upgrade() {
-                for dispatcher in catalog.dispatchers() {
-                    dispatcher.deactivate_all();
-                }
-            }
+            self.deactivate_all();
         }
         changed
+    }
+
+    /// Asks every activation here to deactivate (after its current turn).
+    pub(crate) fn deactivate_all(&self) {
+        if let Some(catalog) = self.catalog.upgrade() {
+            for dispatcher in catalog.dispatchers() {
+                dispatcher.deactivate_all();
+            }
+        }
     }
 }
 
