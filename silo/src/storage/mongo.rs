@@ -20,6 +20,11 @@
 //! first attempt had landed, the retry matches nothing; a write that then finds its
 //! own, freshly issued etag in the record reports success rather than a conflict.
 //!
+//! # Durability
+//! Writes use write concern `{w: "majority", j: true}` unless the URI sets one: a grain
+//! call that acknowledged a state change has it journaled on a majority of the replica
+//! set, so neither a database crash nor a failover loses it.
+//!
 //! # Timeouts and pooling ([`MongoOptions`]; a value set in the URI wins)
 //! - `server_selection_timeout` (5 s): how long an operation waits for a usable server
 //!   before failing with [`StorageError::Unavailable`]. Short, so a grain call fails
@@ -49,7 +54,7 @@ use granary_runtime::{Etag, GrainStorage, StorageError, StoredState};
 use mongodb::bson::spec::BinarySubtype;
 use mongodb::bson::{doc, oid::ObjectId, Binary, DateTime, Document};
 use mongodb::error::{ErrorKind, WriteFailure, RETRYABLE_WRITE_ERROR};
-use mongodb::options::ClientOptions;
+use mongodb::options::{Acknowledgment, ClientOptions, WriteConcern};
 use mongodb::{Client, Collection};
 
 use super::record_id;
@@ -141,6 +146,14 @@ impl MongoStorage {
         client_options
             .app_name
             .get_or_insert_with(|| "granary-silo".to_owned());
+        // An acknowledged write must survive a crash or failover of the database:
+        // majority-acknowledged and journaled, unless the URI asks for something else.
+        client_options.write_concern.get_or_insert_with(|| {
+            WriteConcern::builder()
+                .w(Acknowledgment::Majority)
+                .journal(true)
+                .build()
+        });
         let client = Client::with_options(client_options)
             .map_err(|e| classify("creating the MongoDB client", e))?;
         let database = client.database(&options.database);
