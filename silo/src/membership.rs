@@ -23,8 +23,9 @@
 //! - Lost or reordered SLAVE_CONNECT/DISCONNECT datagrams heal: each carries the
 //!   master's view number, a slave applies only the next one, and its heartbeats report
 //!   the view it has, so the master resends the whole list in a WELCOME when it is
-//!   behind. (For the same reason the newcomer gets the list in its WELCOME instead of
-//!   one SLAVE_CONNECT per existing slave; a WELCOME of 8 KiB lists ~150 members.)
+//!   behind. A newcomer gets the whole list in its WELCOME (one datagram, so no ordering
+//!   race; 8 KiB list ~150 members) and then one SLAVE_CONNECT per existing slave, which
+//!   it applies idempotently.
 //! - The master's SHUTDOWN tells slaves to shut down ([`Membership::shutdown_requested`]).
 //! - Garbage, wrong-version, oversized, unsigned or wrongly signed datagrams are dropped
 //!   with a warning (at most one line per second per kind of problem).

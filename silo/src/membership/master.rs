@@ -140,6 +140,15 @@ impl Master {
             out.push((peer.addr, connect.clone()));
         }
         out.push((src, self.welcome()));
+        // The WELCOME already lists every member; the newcomer also gets one
+        // SLAVE_CONNECT per existing slave, as the protocol describes (idempotent there).
+        for peer in self.table.active_peers().filter(|e| e.info.id != from) {
+            let existing = PacketBody::SlaveConnect {
+                member: peer.info.id,
+                view: self.view,
+            };
+            out.push((src, existing));
+        }
     }
 
     /// Turns `id` into a tombstone and tells the remaining slaves.

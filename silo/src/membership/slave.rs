@@ -131,7 +131,14 @@ impl Slave {
             }
             PacketBody::Heartbeat { load, .. } => self.table.set_load(&from, load),
             PacketBody::SlaveConnect { member, view } => {
-                if self.next_view(view) && member != self.me {
+                if member == self.me {
+                } else if self.joined && view <= self.applied_view {
+                    // Already covered by our view (the SLAVE_CONNECTs that follow a
+                    // WELCOME): add the member if missing, never revive a departed one.
+                    if self.table.get(&member).is_none() {
+                        self.table.activate(member, member.udp, now, false);
+                    }
+                } else if self.next_view(view) {
                     self.table.activate(member, member.udp, now, false);
                 }
             }

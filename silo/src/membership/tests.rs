@@ -198,8 +198,9 @@ fn slaves_join_and_views_converge() {
         assert_eq!(net.nodes[i].protocol.tick_interval(), INTERVAL);
     }
     assert_eq!(net.sent("WELCOME"), 3);
-    // Two existing slaves were told about the later joiners: 0 + 1 + 2.
-    assert_eq!(net.sent("SLAVE_CONNECT"), 3);
+    // Existing slaves were told about each later joiner (0 + 1 + 2), and each joiner
+    // about the slaves already there (0 + 1 + 2).
+    assert_eq!(net.sent("SLAVE_CONNECT"), 6);
 }
 
 #[test]
@@ -571,4 +572,28 @@ fn throttle_limits_warnings() {
     assert_eq!(throttle.allow(t0 + Duration::from_millis(10)), None);
     assert_eq!(throttle.allow(t0 + Duration::from_millis(20)), None);
     assert_eq!(throttle.allow(t0 + Duration::from_secs(2)), Some(2));
+}
+
+#[test]
+fn a_newcomer_gets_one_slave_connect_per_existing_slave() {
+    let mut net = joined_cluster(2);
+    let newcomer = sid(8100, 1);
+    let n = net.add_slave(newcomer);
+    net.rounds(1);
+    let to_newcomer: Vec<_> = net
+        .log
+        .iter()
+        .filter(|(from, to, kind)| {
+            from.udp == master_addr() && *to == newcomer.udp && *kind == "SLAVE_CONNECT"
+        })
+        .collect();
+    assert_eq!(to_newcomer.len(), 2, "{:?}", net.log);
+    assert_eq!(
+        net.active_ids(n).len(),
+        4,
+        "the newcomer sees the master and all three slaves"
+    );
+    for i in 1..=2 {
+        assert_eq!(net.active_ids(i).len(), 4);
+    }
 }
