@@ -15,21 +15,27 @@
 //! not after a `clear` and re-create, not after a restart (the counter survives), and
 //! not after the file is restored from an older backup (the session differs).
 //!
-//! # Concurrency and durability
-//! The etag check and the write run in one redb write transaction; redb allows one
-//! at a time, so concurrent writers holding the same etag are serialized and exactly
-//! one wins. Commits use redb's default durability (`Immediate`: on disk when
-//! `commit` returns). redb is synchronous, so every call runs on tokio's blocking pool.
-//! After an I/O error (e.g. disk full) redb refuses further work on the handle until
-//! the file is reopened; every such call fails with [`StorageError::Failed`].
+//! # Concurrency and durability (group commit)
+//! One writer thread owns every write transaction. It takes all writes and clears that
+//! are queued (up to [`EmbeddedStorage::MAX_BATCH`]), applies them in order in one redb transaction, each
+//! with its own etag check, commits once, and only then answers each caller. Commits use
+//! redb's default durability (`Immediate`: on disk when `commit` returns), so an
+//! acknowledged write is durable, while concurrent writers share one fsync instead of
+//! paying one each. Of concurrent writers holding the same etag exactly one wins: the
+//! others see the record it wrote. A conflict or an unreadable record fails only its own
+//! write; an I/O error (e.g. disk full) fails the whole batch, and redb then refuses
+//! further work on the handle until the file is reopened ([`StorageError::Failed`]).
+//! Reads run on tokio's blocking pool in their own read transactions.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use granary_proto::GrainId;
 use granary_runtime::{Etag, GrainStorage, StorageError, StoredState};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot};
 
 use super::record_id;
 
@@ -42,21 +48,62 @@ const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("
 const ETAG_COUNTER: &str = "etag_counter";
 /// First byte of every record; bump when the layout changes.
 const FORMAT: u8 = 1;
+/// Mutations queued for the writer before callers wait.
+const QUEUE: usize = 4096;
+
+/// A write or clear waiting for the writer thread.
+enum Mutation {
+    Write {
+        grain: GrainId,
+        data: Vec<u8>,
+        expected: Option<String>,
+        reply: oneshot::Sender<Result<Etag, StorageError>>,
+    },
+    Clear {
+        grain: GrainId,
+        expected: Option<String>,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+}
 
 /// Keeps grain state in a redb file. Cheap to share: clone the `Arc` you hold it in.
 #[derive(Debug)]
 pub struct EmbeddedStorage {
-    /// The open database; `Arc` so blocking tasks can own a handle.
+    /// The open database; `Arc` so read tasks and the writer own a handle.
     db: Arc<Database>,
     /// Where the file lives, for error messages.
     path: PathBuf,
-    /// Random per-open prefix of every etag issued by this handle.
-    session: u64,
+    /// Queue of the writer thread; dropped first on drop, which ends the thread.
+    writes: Option<mpsc::Sender<Mutation>>,
+    /// The writer thread, joined on drop (it has nothing queued by then: every write
+    /// borrows the store until it is answered).
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Mutation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mutation::Write { grain, .. } => write!(f, "Write({grain})"),
+            Mutation::Clear { grain, .. } => write!(f, "Clear({grain})"),
+        }
+    }
+}
+
+impl Drop for EmbeddedStorage {
+    fn drop(&mut self) {
+        self.writes.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl EmbeddedStorage {
     /// Largest state accepted, 64 MiB: far above any sane grain, far below redb's limit.
     pub const MAX_STATE_BYTES: usize = 64 * 1024 * 1024;
+
+    /// Most writes and clears applied (and made durable) in one transaction.
+    pub const MAX_BATCH: usize = 512;
 
     /// Opens (or creates) the store at `path`, creating missing parent directories.
     ///
@@ -80,10 +127,28 @@ impl EmbeddedStorage {
                 .map_err(|e| failed(&path, "opening", e))?;
         }
         txn.commit().map_err(|e| failed(&path, "opening", e))?;
+        let db = Arc::new(db);
+        let (writes, queue) = mpsc::channel(QUEUE);
+        let writer = {
+            let (db, path, session) = (db.clone(), path.clone(), fastrand::u64(1..));
+            std::thread::Builder::new()
+                .name("granary-redb-writer".into())
+                .spawn(move || run_writer(&db, &path, session, queue))
+                .map_err(|e| StorageError::Failed(format!("starting the writer thread: {e}")))?
+        };
         Ok(Self {
-            db: Arc::new(db),
+            db,
             path,
-            session: fastrand::u64(1..),
+            writes: Some(writes),
+            writer: Some(writer),
+        })
+    }
+
+    /// Queues `mutation` for the writer thread.
+    async fn submit(&self, mutation: Mutation) -> Result<(), StorageError> {
+        let queue = self.writes.as_ref().expect("the queue lives until drop");
+        queue.send(mutation).await.map_err(|_| {
+            StorageError::Failed(format!("the writer of {} stopped", self.path.display()))
         })
     }
 
@@ -96,14 +161,131 @@ impl EmbeddedStorage {
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database, &Path, u64) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(&Database, &Path) -> Result<T, StorageError> + Send + 'static,
     {
         let db = Arc::clone(&self.db);
         let path = self.path.clone();
-        let session = self.session;
-        tokio::task::spawn_blocking(move || f(&db, &path, session))
+        tokio::task::spawn_blocking(move || f(&db, &path))
             .await
             .map_err(|e| StorageError::Failed(format!("embedded storage task failed: {e}")))?
+    }
+}
+
+/// The writer thread: applies queued mutations in batches until the queue closes.
+fn run_writer(db: &Database, path: &Path, session: u64, mut queue: mpsc::Receiver<Mutation>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < EmbeddedStorage::MAX_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        apply(db, path, session, batch);
+    }
+}
+
+/// What one mutation came to, if the batch commits: the new etag of a write, `None`
+/// for a clear, or why it was refused.
+type Outcome = Result<Option<Etag>, StorageError>;
+
+/// Applies `batch` in one transaction, commits, and answers every caller.
+fn apply(db: &Database, path: &Path, session: u64, batch: Vec<Mutation>) {
+    let committed = (|| {
+        let txn = db.begin_write().map_err(|e| failed(path, "writing", e))?;
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        {
+            let mut grains = txn
+                .open_table(GRAINS)
+                .map_err(|e| failed(path, "writing", e))?;
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| failed(path, "writing", e))?;
+            let start = meta
+                .get(ETAG_COUNTER)
+                .map_err(|e| failed(path, "writing", e))?
+                .map_or(0, |g| g.value());
+            let mut counter = start;
+            for mutation in &batch {
+                let (grain, expected) = match mutation {
+                    Mutation::Write {
+                        grain, expected, ..
+                    }
+                    | Mutation::Clear {
+                        grain, expected, ..
+                    } => (grain, expected.as_deref()),
+                };
+                let id = record_id(grain);
+                let found = match current_etag(grain, &grains, &id, path) {
+                    Ok(found) => found,
+                    Err(e @ StorageError::Corrupt(_)) => {
+                        outcomes.push(Err(e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                if found.as_deref() != expected {
+                    outcomes.push(Err(conflict(grain, expected, found)));
+                    continue;
+                }
+                match mutation {
+                    Mutation::Write { data, .. } => {
+                        counter += 1;
+                        let etag = format!("{session:x}-{counter}");
+                        grains
+                            .insert(id.as_str(), encode(&etag, data).as_slice())
+                            .map_err(|e| failed(path, "writing", e))?;
+                        outcomes.push(Ok(Some(etag)));
+                    }
+                    Mutation::Clear { .. } => {
+                        if found.is_some() {
+                            grains
+                                .remove(id.as_str())
+                                .map_err(|e| failed(path, "clearing", e))?;
+                        }
+                        outcomes.push(Ok(None));
+                    }
+                }
+            }
+            if counter != start {
+                meta.insert(ETAG_COUNTER, counter)
+                    .map_err(|e| failed(path, "writing", e))?;
+            }
+        }
+        txn.commit().map_err(|e| failed(path, "committing", e))?;
+        Ok(outcomes)
+    })();
+    match committed {
+        Ok(outcomes) => {
+            for (mutation, outcome) in batch.into_iter().zip(outcomes) {
+                match mutation {
+                    Mutation::Write { reply, .. } => {
+                        let etag = outcome.and_then(|etag| {
+                            etag.ok_or_else(|| {
+                                StorageError::Failed("a write produced no etag".into())
+                            })
+                        });
+                        let _ = reply.send(etag);
+                    }
+                    Mutation::Clear { reply, .. } => {
+                        let _ = reply.send(outcome.map(|_| ()));
+                    }
+                }
+            }
+        }
+        // Nothing of the batch was committed.
+        Err(e) => {
+            for mutation in batch {
+                match mutation {
+                    Mutation::Write { reply, .. } => {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    Mutation::Clear { reply, .. } => {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -178,7 +360,7 @@ impl GrainStorage for EmbeddedStorage {
 
     async fn read(&self, grain: &GrainId) -> Result<Option<StoredState>, StorageError> {
         let grain = grain.clone();
-        self.blocking(move |db, path, _| {
+        self.blocking(move |db, path| {
             let txn = db.begin_read().map_err(|e| failed(path, "reading", e))?;
             let table = txn
                 .open_table(GRAINS)
@@ -204,68 +386,30 @@ impl GrainStorage for EmbeddedStorage {
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
         super::check_size(data.len(), Self::MAX_STATE_BYTES)?;
-        let grain = grain.clone();
-        let data = data.to_vec();
-        let expected = expected.map(str::to_owned);
-        self.blocking(move |db, path, session| {
-            let id = record_id(&grain);
-            let txn = db.begin_write().map_err(|e| failed(path, "writing", e))?;
-            let etag = {
-                let mut grains = txn
-                    .open_table(GRAINS)
-                    .map_err(|e| failed(path, "writing", e))?;
-                let found = current_etag(&grain, &grains, &id, path)?;
-                if found.as_deref() != expected.as_deref() {
-                    // Dropping `txn` uncommitted aborts it.
-                    return Err(conflict(&grain, expected.as_deref(), found));
-                }
-                let mut meta = txn
-                    .open_table(META)
-                    .map_err(|e| failed(path, "writing", e))?;
-                let last = meta
-                    .get(ETAG_COUNTER)
-                    .map_err(|e| failed(path, "writing", e))?
-                    .map_or(0, |g| g.value());
-                let next = last + 1;
-                meta.insert(ETAG_COUNTER, next)
-                    .map_err(|e| failed(path, "writing", e))?;
-                let etag = format!("{session:x}-{next}");
-                grains
-                    .insert(id.as_str(), encode(&etag, &data).as_slice())
-                    .map_err(|e| failed(path, "writing", e))?;
-                etag
-            };
-            txn.commit().map_err(|e| failed(path, "committing", e))?;
-            Ok(etag)
+        let (reply, answer) = oneshot::channel();
+        self.submit(Mutation::Write {
+            grain: grain.clone(),
+            data: data.to_vec(),
+            expected: expected.map(str::to_owned),
+            reply,
         })
-        .await
+        .await?;
+        answer
+            .await
+            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
     }
 
     async fn clear(&self, grain: &GrainId, expected: Option<&str>) -> Result<(), StorageError> {
-        let grain = grain.clone();
-        let expected = expected.map(str::to_owned);
-        self.blocking(move |db, path, _| {
-            let id = record_id(&grain);
-            let txn = db.begin_write().map_err(|e| failed(path, "clearing", e))?;
-            {
-                let mut grains = txn
-                    .open_table(GRAINS)
-                    .map_err(|e| failed(path, "clearing", e))?;
-                let found = current_etag(&grain, &grains, &id, path)?;
-                if found.as_deref() != expected.as_deref() {
-                    return Err(conflict(&grain, expected.as_deref(), found));
-                }
-                if found.is_none() {
-                    return Ok(());
-                }
-                grains
-                    .remove(id.as_str())
-                    .map_err(|e| failed(path, "clearing", e))?;
-            }
-            txn.commit().map_err(|e| failed(path, "committing", e))?;
-            Ok(())
+        let (reply, answer) = oneshot::channel();
+        self.submit(Mutation::Clear {
+            grain: grain.clone(),
+            expected: expected.map(str::to_owned),
+            reply,
         })
-        .await
+        .await?;
+        answer
+            .await
+            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
     }
 }
 
