@@ -7,22 +7,11 @@ use std::time::Duration;
 use granary_example::{Account, Add, Counter, Follow, Followers, Get, Greeter, Hello};
 use granary_proto::{CallError, GrainId};
 use granary_runtime::Grain;
-use granary_silo::testing::TestCluster;
+use granary_silo::testing::{eventually, TestCluster};
 use granary_silo::SiloConfig;
 use tokio::time::Instant;
 
 const STABLE: Duration = Duration::from_secs(10);
-
-async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn counter(key: &str) -> GrainId {
     GrainId::new(Counter::TYPE_NAME, key)

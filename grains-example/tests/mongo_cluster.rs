@@ -12,10 +12,9 @@ use granary_proto::{codec, GrainId};
 use granary_runtime::prelude::*;
 use granary_runtime::GrainStorage;
 use granary_silo::storage::{MongoOptions, MongoStorage};
-use granary_silo::testing::TestCluster;
+use granary_silo::testing::{eventually, TestCluster};
 use granary_silo::SiloConfig;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
 
 /// Keeps its count in memory and persists it only when deactivated.
 struct Lazy;
@@ -72,17 +71,6 @@ fn mongodb_uri() -> Option<String> {
             eprintln!("SKIPPED: MONGODB_URI not set (start a server: eval \"$(../shared/mongodb-test-server.sh start)\")");
             None
         }
-    }
-}
-
-async fn eventually<F: FnMut() -> bool>(what: &str, timeout: Duration, mut check: F) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -30,6 +30,19 @@ use crate::SiloConfig;
 
 const LOCALHOST_ANY: &str = "127.0.0.1:0";
 
+/// Polls `check` every 10 ms until it holds; panics with `what` after `timeout`.
+/// Tests wait with this instead of sleeping and hoping.
+pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Builds a [`TestCluster`].
 #[derive(Debug, Clone)]
 pub struct TestClusterBuilder {

@@ -144,17 +144,20 @@ impl EmbeddedStorage {
         })
     }
 
-    /// Queues `mutation` for the writer thread.
-    async fn submit(&self, mutation: Mutation) -> Result<(), StorageError> {
+    /// Queues the mutation `make` builds around a reply channel, and waits until the
+    /// writer has committed (or refused) it.
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Mutation,
+    ) -> Result<T, StorageError> {
         let queue = self.writes.as_ref().expect("the queue lives until drop");
-        queue.send(mutation).await.map_err(|_| {
+        let (reply, answer) = oneshot::channel();
+        queue.send(make(reply)).await.map_err(|_| {
             StorageError::Failed(format!("the writer of {} stopped", self.path.display()))
-        })
-    }
-
-    /// Path of the redb file.
-    pub fn path(&self) -> &Path {
-        &self.path
+        })?;
+        answer
+            .await
+            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
     }
 
     /// Runs `f` on the blocking pool with a handle to the database.
@@ -386,30 +389,22 @@ impl GrainStorage for EmbeddedStorage {
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
         super::check_size(data.len(), Self::MAX_STATE_BYTES)?;
-        let (reply, answer) = oneshot::channel();
-        self.submit(Mutation::Write {
+        self.submit(|reply| Mutation::Write {
             grain: grain.clone(),
             data: data.to_vec(),
             expected: expected.map(str::to_owned),
             reply,
         })
-        .await?;
-        answer
-            .await
-            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
+        .await
     }
 
     async fn clear(&self, grain: &GrainId, expected: Option<&str>) -> Result<(), StorageError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Mutation::Clear {
+        self.submit(|reply| Mutation::Clear {
             grain: grain.clone(),
             expected: expected.map(str::to_owned),
             reply,
         })
-        .await?;
-        answer
-            .await
-            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
+        .await
     }
 }
 
