@@ -223,12 +223,12 @@ impl Router for ClusterRouter {
             if Instant::now() >= deadline {
                 return fail(reply, last_error.unwrap_or(CallError::Timeout));
             }
-            let silo = match owner.take() {
-                Some(silo) => silo,
+            let (silo, fresh) = match owner.take() {
+                Some(silo) => (silo, false),
                 None => match self.resolver.resolve(&target, deadline).await {
                     Ok(silo) => {
                         self.remember(&target, silo);
-                        silo
+                        (silo, true)
                     }
                     // No live slave yet, master unreachable: not delivered, try again.
                     Err(e @ CallError::Unreachable(_)) => {
@@ -240,6 +240,13 @@ impl Router for ClusterRouter {
                 },
             };
             if let Some(local) = &self.local {
+                if silo == local.me() && !fresh {
+                    // A cached or forwarded address naming this silo for a grain that is
+                    // not active here: only the directory may place it here (asking it
+                    // also confirms the entry), or the grain could run twice.
+                    self.forget(&target);
+                    continue;
+                }
                 if silo == local.me() {
                     return match (body.take(), encoded.take()) {
                         (Some(body), _) => {

@@ -316,3 +316,44 @@ async fn a_restarted_master_never_leaves_a_grain_active_twice() {
     client.close().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slave_never_reactivates_a_grain_from_its_own_stale_cache() {
+    let cluster = TestCluster::builder()
+        .slaves(2)
+        .silo_config(SiloConfig::default().with_idle_timeout(Duration::from_millis(300)))
+        .build()
+        .await
+        .unwrap();
+    cluster.wait_for_membership_stable(STABLE).await.unwrap();
+    let directory = cluster.master().directory().unwrap().clone();
+    let (x, slave) = cluster.slaves().next().map(|(i, s)| (i, s)).unwrap();
+    // Calls made on slave `x` itself (as a grain there would make them); find a key
+    // the master places on `x`.
+    let mut key = None;
+    for i in 0..50 {
+        let k = format!("local-{i}");
+        slave.grain::<Counter>(&k).ask(Add(1)).await.unwrap();
+        if hosts(&cluster, &counter(&k)) == [x] {
+            key = Some(k);
+            break;
+        }
+    }
+    let key = key.expect("some key was placed on slave x");
+    eventually(
+        "idle grains deactivated and released",
+        Duration::from_secs(10),
+        || directory.is_empty() && cluster.slaves().all(|(_, s)| s.activation_count() == 0),
+    )
+    .await;
+    // `x` still caches "key -> x"; calling again from `x` must go through the master.
+    assert_eq!(slave.grain::<Counter>(&key).ask(Add(1)).await.unwrap(), 2);
+    let host = hosts(&cluster, &counter(&key));
+    assert_eq!(host.len(), 1);
+    assert_eq!(
+        directory.lookup(&counter(&key)),
+        Some(cluster.slave(host[0]).unwrap().addr()),
+        "activated without a directory entry: another silo could activate it too"
+    );
+    cluster.shutdown().await;
+}
