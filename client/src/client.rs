@@ -201,6 +201,7 @@ impl Resolve for Gateways {
             .call(
                 Request::DirectoryResolve {
                     grain: grain.clone(),
+                    from: None,
                 },
                 deadline,
             )

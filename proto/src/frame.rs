@@ -115,6 +115,10 @@ pub enum Request {
     DirectoryResolve {
         /// The grain looked up.
         grain: GrainId,
+        /// The silo asking, if it is one (clients send `None`). When the owner itself
+        /// asks, which it does before activating, the entry is confirmed; placements
+        /// nobody confirms are swept after a while.
+        from: Option<SiloAddr>,
     },
     /// Remove the entry for `grain` if it still points at `silo`. Served by the master.
     /// Answered with [`Response::Directory`] (`Ok(None)` on success).

@@ -41,7 +41,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
 use crate::config::SiloConfig;
-use crate::directory::Directory;
+use crate::directory::{Directory, TENTATIVE_TTL};
 use crate::dispatcher::DispatcherStats;
 use crate::gateway::Gateway;
 use crate::membership::{MemberStatus, Membership, MembershipConfig, MembershipSnapshot, SiloRole};
@@ -195,6 +195,7 @@ impl ClusterSilo {
             directory.clone(),
             membership.subscribe(),
             peers.clone(),
+            silo_addr(&me),
         ));
         let local = Arc::new(SiloLocal::new(silo_addr(&me), Arc::downgrade(&catalog)));
         let router = Arc::new(ClusterRouter::new(
@@ -238,6 +239,9 @@ impl ClusterSilo {
             local,
             stop.clone(),
         ));
+        if let Some(directory) = &directory {
+            tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
+        }
         tracing::info!(silo = %me, ?role, storage = storage.name(), "silo started");
         Ok(ClusterSilo {
             me,
@@ -428,6 +432,26 @@ async fn report_load(
         }
     }
 }
+
+/// On the master: drops placements nobody confirmed (see [`crate::directory`]).
+async fn sweep_directory(directory: Arc<Directory>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let swept = directory.sweep(TENTATIVE_TTL);
+                if swept > 0 {
+                    tracing::info!(entries = swept, "dropped directory placements that were never activated");
+                }
+            }
+        }
+    }
+}
+
+/// How often the master sweeps unconfirmed directory placements.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Reacts to membership changes: departed silos lose their directory entries (master),
 /// cached routes and connections (everyone, so calls in flight fail fast); a slave cut

@@ -9,12 +9,24 @@
 //! entries each holds plus the queue depth it last reported. The entry count is exact
 //! and updated on every placement, so a burst of new grains between two heartbeats is
 //! still spread evenly.
+//!
+//! A placement is *tentative* until the owning slave itself resolves the grain, which
+//! it always does before activating it. A caller that resolves and then never calls
+//! (a client that died) would otherwise leave an entry behind forever; the master
+//! sweeps tentative entries older than [`TENTATIVE_TTL`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use granary_proto::frame::SiloAddr;
 use granary_proto::{CallError, GrainId};
+
+/// How long a placement may stay unconfirmed before [`Directory::sweep`] drops it: far
+/// longer than any call waits between resolving and reaching the owner.
+pub const TENTATIVE_TTL: Duration = Duration::from_secs(600);
 
 /// A slave that may receive new activations, with its last reported load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,20 +44,31 @@ pub struct Directory {
     inner: Mutex<Inner>,
 }
 
+/// One directory entry.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// The silo that hosts (or will host) the activation.
+    silo: SiloAddr,
+    /// The owner itself has resolved the grain (it activates it right after).
+    confirmed: bool,
+    /// When the grain was placed.
+    placed: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// Grain → the silo hosting its activation.
-    entries: HashMap<GrainId, SiloAddr>,
+    /// Grain → where its activation is.
+    entries: HashMap<GrainId, Entry>,
     /// Silo → number of entries pointing at it (placement load).
     per_silo: HashMap<SiloAddr, usize>,
 }
 
 impl Inner {
-    fn insert(&mut self, grain: GrainId, silo: SiloAddr) {
-        if let Some(old) = self.entries.insert(grain, silo) {
-            self.dec(old);
+    fn insert(&mut self, grain: GrainId, entry: Entry) {
+        if let Some(old) = self.entries.insert(grain, entry) {
+            self.dec(old.silo);
         }
-        *self.per_silo.entry(silo).or_default() += 1;
+        *self.per_silo.entry(entry.silo).or_default() += 1;
     }
 
     fn dec(&mut self, silo: SiloAddr) {
@@ -95,33 +118,58 @@ impl Directory {
 
     /// Where `grain` is activated, if anywhere.
     pub fn lookup(&self, grain: &GrainId) -> Option<SiloAddr> {
-        self.lock().entries.get(grain).copied()
+        self.lock().entries.get(grain).map(|e| e.silo)
     }
 
     /// The live location of `grain`, placing it on one of `candidates` if it has none
     /// (or its entry points at a silo that is not a candidate any more, i.e. dead).
+    /// `from` is the silo asking, if any: when the owner asks, the entry is confirmed.
     pub fn resolve(
         &self,
         grain: &GrainId,
         candidates: &[Candidate],
+        from: Option<SiloAddr>,
     ) -> Result<SiloAddr, CallError> {
         let mut inner = self.lock();
-        if let Some(silo) = inner.entries.get(grain).copied() {
-            if candidates.iter().any(|c| c.silo == silo) {
-                return Ok(silo);
+        if let Some(entry) = inner.entries.get_mut(grain) {
+            if candidates.iter().any(|c| c.silo == entry.silo) {
+                entry.confirmed |= from == Some(entry.silo);
+                return Ok(entry.silo);
             }
         }
         let silo = inner.place(candidates).ok_or_else(|| {
             CallError::Unreachable("no live slave silo to place the grain on".into())
         })?;
-        inner.insert(grain.clone(), silo);
+        let entry = Entry {
+            silo,
+            confirmed: from == Some(silo),
+            placed: Instant::now(),
+        };
+        inner.insert(grain.clone(), entry);
         Ok(silo)
+    }
+
+    /// Drops placements nobody confirmed within `ttl`; returns how many.
+    pub fn sweep(&self, ttl: Duration) -> usize {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let stale: Vec<(GrainId, SiloAddr)> = inner
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.confirmed && now.saturating_duration_since(e.placed) >= ttl)
+            .map(|(g, e)| (g.clone(), e.silo))
+            .collect();
+        for (grain, silo) in &stale {
+            inner.entries.remove(grain);
+            inner.dec(*silo);
+        }
+        stale.len()
     }
 
     /// Removes the entry for `grain` if it still points at `silo` (a deactivation).
     pub fn unregister(&self, grain: &GrainId, silo: SiloAddr) -> bool {
         let mut inner = self.lock();
-        if inner.entries.get(grain) == Some(&silo) {
+        if inner.entries.get(grain).is_some_and(|e| e.silo == silo) {
             inner.entries.remove(grain);
             inner.dec(silo);
             true
@@ -134,7 +182,7 @@ impl Directory {
     pub fn remove_silo(&self, silo: SiloAddr) -> usize {
         let mut inner = self.lock();
         let before = inner.entries.len();
-        inner.entries.retain(|_, s| *s != silo);
+        inner.entries.retain(|_, e| e.silo != silo);
         inner.per_silo.remove(&silo);
         before - inner.entries.len()
     }

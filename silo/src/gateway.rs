@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use granary_client::routing::{ClusterRouter, Resolve};
+use granary_client::routing::ClusterRouter;
 use granary_proto::frame::{Request, Response, WireStorageError};
 use granary_proto::CallError;
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
@@ -64,9 +64,10 @@ impl RequestHandler for Gateway {
                 let one_way = call.one_way;
                 self.router.inbound(call, one_way).await
             }
-            Request::DirectoryResolve { grain } => {
+            Request::DirectoryResolve { grain, from } => {
                 let deadline = Instant::now() + DEFAULT_CALL_TIMEOUT;
-                Response::Directory(self.resolver.resolve(&grain, deadline).await.map(Some))
+                let owner = self.resolver.resolve_for(&grain, from, deadline).await;
+                Response::Directory(owner.map(Some))
             }
             Request::DirectoryUnregister { grain, silo } => match &self.directory {
                 Some(directory) => {

@@ -20,7 +20,14 @@ fn every_frame() -> Vec<Frame> {
             hops: 1,
             one_way: true,
         }),
-        Request::DirectoryResolve { grain: grain() },
+        Request::DirectoryResolve {
+            grain: grain(),
+            from: None,
+        },
+        Request::DirectoryResolve {
+            grain: grain(),
+            from: Some(silo(7000, 3)),
+        },
         Request::DirectoryUnregister {
             grain: grain(),
             silo: silo(7000, 3),

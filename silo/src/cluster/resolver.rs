@@ -29,6 +29,8 @@ pub(crate) struct SiloResolver {
     membership: watch::Receiver<Arc<MembershipSnapshot>>,
     /// Connections (to the master, from a slave).
     peers: Peers,
+    /// This silo, named in its own resolves so the master can confirm its entries.
+    me: SiloAddr,
 }
 
 impl SiloResolver {
@@ -36,11 +38,13 @@ impl SiloResolver {
         directory: Option<Arc<Directory>>,
         membership: watch::Receiver<Arc<MembershipSnapshot>>,
         peers: Peers,
+        me: SiloAddr,
     ) -> Self {
         Self {
             directory,
             membership,
             peers,
+            me,
         }
     }
 
@@ -103,25 +107,25 @@ impl SiloResolver {
     }
 }
 
-#[async_trait]
-impl Resolve for SiloResolver {
-    async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
+impl SiloResolver {
+    /// Resolves `grain` on behalf of `from` (this silo, or a client whose request this
+    /// gateway forwards): answered by the directory on the master, else by the master.
+    pub(crate) async fn resolve_for(
+        &self,
+        grain: &GrainId,
+        from: Option<SiloAddr>,
+        deadline: Instant,
+    ) -> Result<SiloAddr, CallError> {
         if let Some(directory) = &self.directory {
             let snapshot = self.membership.borrow().clone();
-            return directory.resolve(grain, &Self::candidates(&snapshot));
+            return directory.resolve(grain, &Self::candidates(&snapshot), from);
         }
         let master = self.master(deadline).await?;
-        match self
-            .peers
-            .call(
-                master,
-                Request::DirectoryResolve {
-                    grain: grain.clone(),
-                },
-                deadline,
-            )
-            .await
-        {
+        let request = Request::DirectoryResolve {
+            grain: grain.clone(),
+            from,
+        };
+        match self.peers.call(master, request, deadline).await {
             Ok(Response::Directory(Ok(Some(silo)))) => Ok(silo),
             Ok(Response::Directory(Ok(None))) => Err(CallError::Unreachable(
                 "the master placed the grain nowhere".into(),
@@ -132,5 +136,12 @@ impl Resolve for SiloResolver {
             ))),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[async_trait]
+impl Resolve for SiloResolver {
+    async fn resolve(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
+        self.resolve_for(grain, Some(self.me), deadline).await
     }
 }

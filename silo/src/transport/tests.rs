@@ -21,6 +21,7 @@ fn failures_answer_with_the_matching_response_kind() {
         }),
         Request::DirectoryResolve {
             grain: grain.clone(),
+            from: None,
         },
         Request::DirectoryUnregister {
             grain: grain.clone(),
