@@ -327,7 +327,7 @@ async fn a_slave_never_reactivates_a_grain_from_its_own_stale_cache() {
         .unwrap();
     cluster.wait_for_membership_stable(STABLE).await.unwrap();
     let directory = cluster.master().directory().unwrap().clone();
-    let (x, slave) = cluster.slaves().next().map(|(i, s)| (i, s)).unwrap();
+    let (x, slave) = cluster.slaves().next().unwrap();
     // Calls made on slave `x` itself (as a grain there would make them); find a key
     // the master places on `x`.
     let mut key = None;
