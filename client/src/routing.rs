@@ -46,9 +46,15 @@ pub trait Resolve: Send + Sync + fmt::Debug + 'static {
 pub trait LocalDelivery: Send + Sync + fmt::Debug + 'static {
     /// This silo's address.
     fn me(&self) -> SiloAddr;
-    /// True if `grain` is active here right now.
-    fn hosts(&self, grain: &GrainId) -> bool;
-    /// Delivers to an activation here, creating it if needed.
+    /// Delivers to the grain if it is active here right now; hands the envelope back
+    /// (`Ok(Some)`) if it is not, without activating anything.
+    async fn deliver_if_active(
+        &self,
+        envelope: Envelope,
+        deadline: Instant,
+    ) -> Result<Option<Envelope>, CallError>;
+    /// Delivers here, activating the grain if needed. Only called right after this silo
+    /// resolved the grain with the directory and was named its owner.
     async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError>;
 }
 
@@ -139,16 +145,7 @@ impl ClusterRouter {
             return Response::Grain(Err(CallError::Unreachable("not a silo".into())));
         };
         let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms.max(1)));
-        let here = local.hosts(&call.target) || {
-            // Not active here: only the directory may say it belongs here.
-            self.forget(&call.target);
-            match self.owner(&call.target, deadline).await {
-                Ok(owner) if owner == local.me() => true,
-                Ok(owner) => return Response::Moved(owner),
-                Err(e) => return Response::Grain(Err(e)),
-            }
-        };
-        debug_assert!(here);
+        let target = call.target.clone();
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
             target: call.target,
@@ -163,8 +160,22 @@ impl ClusterRouter {
             },
             hops: call.hops,
         };
-        if let Err(e) = local.deliver_here(envelope, deadline).await {
-            return Response::Grain(Err(e));
+        let not_active = match local.deliver_if_active(envelope, deadline).await {
+            Ok(back) => back,
+            Err(e) => return Response::Grain(Err(e)),
+        };
+        if let Some(envelope) = not_active {
+            // Not active here: only the directory may say it belongs here.
+            self.forget(&target);
+            match self.owner(&target, deadline).await {
+                Ok(owner) if owner == local.me() => {
+                    if let Err(e) = local.deliver_here(envelope, deadline).await {
+                        return Response::Grain(Err(e));
+                    }
+                }
+                Ok(owner) => return Response::Moved(owner),
+                Err(e) => return Response::Grain(Err(e)),
+            }
         }
         if one_way {
             return Response::Grain(Ok(Vec::new()));
@@ -197,11 +208,13 @@ fn fail(reply: ReplyTo, err: CallError) -> Result<(), CallError> {
 #[async_trait]
 impl Router for ClusterRouter {
     async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
-        if let Some(local) = &self.local {
-            if local.hosts(&envelope.target) {
-                return local.deliver_here(envelope, deadline).await;
-            }
-        }
+        let envelope = match &self.local {
+            Some(local) => match local.deliver_if_active(envelope, deadline).await? {
+                None => return Ok(()),
+                Some(back) => back,
+            },
+            None => envelope,
+        };
         let Envelope {
             target,
             body,

@@ -56,14 +56,16 @@ impl Catalog {
             .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
     }
 
-    /// Delivers to an activation on this silo, creating it if needed.
+    /// Delivers to an activation on this silo. A grain that is not active here is
+    /// activated if `activate` is set, else the envelope is handed back (`Ok(Some)`).
     pub(crate) async fn deliver_local(
         &self,
         envelope: Envelope,
         deadline: Instant,
-    ) -> Result<(), CallError> {
+        activate: bool,
+    ) -> Result<Option<Envelope>, CallError> {
         match self.dispatchers.get(envelope.target.type_name.as_ref()) {
-            Some(dispatcher) => dispatcher.deliver(envelope, deadline).await,
+            Some(dispatcher) => dispatcher.deliver(envelope, deadline, activate).await,
             None => {
                 let err = CallError::UnknownGrainType(envelope.target.type_name.to_string());
                 envelope.fail(err.clone());
@@ -92,7 +94,10 @@ pub(crate) struct LocalRouter {
 impl Router for LocalRouter {
     async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
         match self.catalog.upgrade() {
-            Some(catalog) => catalog.deliver_local(envelope, deadline).await,
+            Some(catalog) => catalog
+                .deliver_local(envelope, deadline, true)
+                .await
+                .map(drop),
             None => {
                 envelope.fail(CallError::ShuttingDown);
                 Err(CallError::ShuttingDown)

@@ -135,13 +135,15 @@ impl Dispatcher {
         self.activations.lock().expect("dispatcher table poisoned")
     }
 
-    /// Puts `envelope` in its grain's mailbox, activating the grain if needed. Waits for
-    /// mailbox space until `deadline`, then fails with `MailboxFull`.
+    /// Puts `envelope` in its grain's mailbox. Waits for mailbox space until `deadline`,
+    /// then fails with `MailboxFull`. If the grain is not active here, it is activated
+    /// when `activate` is set; otherwise the envelope is handed back (`Ok(Some)`).
     pub(crate) async fn deliver(
         self: &Arc<Self>,
         envelope: Envelope,
         deadline: Instant,
-    ) -> Result<(), CallError> {
+        activate: bool,
+    ) -> Result<Option<Envelope>, CallError> {
         let mut envelope = Box::new(envelope);
         loop {
             let sender = {
@@ -153,7 +155,7 @@ impl Dispatcher {
                 }
                 match table.get(&envelope.target.key) {
                     Some(slot) => match slot.sender.try_send(envelope) {
-                        Ok(()) => return Ok(()),
+                        Ok(()) => return Ok(None),
                         Err(TrySendError::Full(back)) => {
                             envelope = back;
                             slot.sender.clone()
@@ -165,18 +167,19 @@ impl Dispatcher {
                             continue;
                         }
                     },
+                    None if !activate => return Ok(Some(*envelope)),
                     None => {
                         let key = envelope.target.key.clone();
                         let slot = self.activate(envelope.target.clone());
                         let sent = slot.sender.try_send(envelope);
                         table.insert(key, slot);
                         debug_assert!(sent.is_ok(), "a fresh mailbox has room");
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             };
             match tokio::time::timeout_at(deadline, sender.send(envelope)).await {
-                Ok(Ok(())) => return Ok(()),
+                Ok(Ok(())) => return Ok(None),
                 // Retired while we waited: go round and reach the next activation.
                 Ok(Err(mpsc::error::SendError(back))) => envelope = back,
                 Err(_) => return Err(CallError::MailboxFull),

@@ -6,7 +6,7 @@ use std::sync::Weak;
 use async_trait::async_trait;
 use granary_client::routing::LocalDelivery;
 use granary_proto::frame::SiloAddr;
-use granary_proto::{CallError, GrainId};
+use granary_proto::CallError;
 use granary_runtime::envelope::Envelope;
 use tokio::time::Instant;
 
@@ -58,12 +58,18 @@ impl LocalDelivery for SiloLocal {
         self.me
     }
 
-    fn hosts(&self, grain: &GrainId) -> bool {
-        !self.fenced.load(Ordering::Acquire)
-            && self.catalog.upgrade().is_some_and(|c| {
-                c.dispatcher(&grain.type_name)
-                    .is_some_and(|d| d.is_active(&grain.key))
-            })
+    async fn deliver_if_active(
+        &self,
+        envelope: Envelope,
+        deadline: Instant,
+    ) -> Result<Option<Envelope>, CallError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Ok(Some(envelope));
+        }
+        match self.catalog.upgrade() {
+            Some(catalog) => catalog.deliver_local(envelope, deadline, false).await,
+            None => Ok(Some(envelope)),
+        }
     }
 
     async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
@@ -74,7 +80,10 @@ impl LocalDelivery for SiloLocal {
             return Err(err);
         }
         match self.catalog.upgrade() {
-            Some(catalog) => catalog.deliver_local(envelope, deadline).await,
+            Some(catalog) => catalog
+                .deliver_local(envelope, deadline, true)
+                .await
+                .map(drop),
             None => {
                 envelope.fail(CallError::ShuttingDown);
                 Err(CallError::ShuttingDown)
