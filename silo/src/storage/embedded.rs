@@ -23,13 +23,19 @@
 //! acknowledged write is durable, while concurrent writers share one fsync instead of
 //! paying one each. Of concurrent writers holding the same etag exactly one wins: the
 //! others see the record it wrote. A conflict or an unreadable record fails only its own
-//! write; an I/O error (e.g. disk full) fails the whole batch, and redb then refuses
-//! further work on the handle until the file is reopened ([`StorageError::Failed`]).
+//! write; an I/O error (e.g. disk full) fails the whole batch with [`StorageError::Failed`].
+//!
+//! # Recovering from I/O errors
+//! After an I/O error redb refuses further work on its handle. The writer then reopens
+//! the file (waiting for reads in flight to let go of the old handle), so once space is
+//! freed, writes succeed again without restarting the silo. Committed records are never
+//! affected: a failed commit leaves the last committed state in place.
 //! Reads run on tokio's blocking pool in their own read transactions.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use granary_proto::GrainId;
@@ -66,11 +72,18 @@ enum Mutation {
     },
 }
 
+/// The open database, shared by reads and the writer. `None` only between a failed
+/// reopen and the next attempt.
+type Handle = Arc<RwLock<Option<Arc<Database>>>>;
+
+/// How long a reopen waits for reads in flight to drop the old handle.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// Keeps grain state in a redb file. Cheap to share: clone the `Arc` you hold it in.
 #[derive(Debug)]
 pub struct EmbeddedStorage {
-    /// The open database; `Arc` so read tasks and the writer own a handle.
-    db: Arc<Database>,
+    /// The open database; swapped by the writer when it reopens the file.
+    db: Handle,
     /// Where the file lives, for error messages.
     path: PathBuf,
     /// Queue of the writer thread; dropped first on drop, which ends the thread.
@@ -127,7 +140,7 @@ impl EmbeddedStorage {
                 .map_err(|e| failed(&path, "opening", e))?;
         }
         txn.commit().map_err(|e| failed(&path, "opening", e))?;
-        let db = Arc::new(db);
+        let db: Handle = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(QUEUE);
         let writer = {
             let (db, path, session) = (db.clone(), path.clone(), fastrand::u64(1..));
@@ -166,16 +179,65 @@ impl EmbeddedStorage {
         T: Send + 'static,
         F: FnOnce(&Database, &Path) -> Result<T, StorageError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
+        let handle = Arc::clone(&self.db);
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || f(&db, &path))
-            .await
-            .map_err(|e| StorageError::Failed(format!("embedded storage task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let db = current(&handle, &path)?;
+            f(&db, &path)
+        })
+        .await
+        .map_err(|e| StorageError::Failed(format!("embedded storage task failed: {e}")))?
     }
 }
 
-/// The writer thread: applies queued mutations in batches until the queue closes.
-fn run_writer(db: &Database, path: &Path, session: u64, mut queue: mpsc::Receiver<Mutation>) {
+/// The database to use now, reopening the file if a previous reopen failed.
+fn current(handle: &Handle, path: &Path) -> Result<Arc<Database>, StorageError> {
+    if let Some(db) = handle
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+    {
+        return Ok(db);
+    }
+    reopen(handle, path)
+}
+
+/// Replaces the database handle with a fresh one on the same file (redb refuses work
+/// on a handle after an I/O error). Waits up to [`REOPEN_WAIT`] for reads in flight to
+/// drop the old handle, since the file stays locked until they do.
+fn reopen(handle: &Handle, path: &Path) -> Result<Arc<Database>, StorageError> {
+    let mut slot = handle.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(mut old) = slot.take() {
+        let until = std::time::Instant::now() + REOPEN_WAIT;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(shared) if std::time::Instant::now() < until => {
+                    old = shared;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(shared) => {
+                    *slot = Some(shared);
+                    return Err(StorageError::Failed(format!(
+                        "reopening {}: the old handle is still in use",
+                        path.display()
+                    )));
+                }
+            }
+        }
+    }
+    let db = Arc::new(Database::create(path).map_err(|e| failed(path, "reopening", e))?);
+    *slot = Some(db.clone());
+    tracing::warn!(path = %path.display(), "embedded store reopened after an I/O error");
+    Ok(db)
+}
+
+/// The writer thread: applies queued mutations in batches until the queue closes, and
+/// reopens the file after a batch fails on an I/O error.
+fn run_writer(handle: &Handle, path: &Path, session: u64, mut queue: mpsc::Receiver<Mutation>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < EmbeddedStorage::MAX_BATCH {
@@ -184,7 +246,34 @@ fn run_writer(db: &Database, path: &Path, session: u64, mut queue: mpsc::Receive
                 Err(_) => break,
             }
         }
-        apply(db, path, session, batch);
+        let db = match current(handle, path) {
+            Ok(db) => db,
+            Err(e) => {
+                refuse(batch, &e);
+                continue;
+            }
+        };
+        let healthy = apply(&db, path, session, batch);
+        drop(db);
+        if !healthy {
+            if let Err(e) = reopen(handle, path) {
+                tracing::error!(error = %e, "could not reopen the embedded store; retrying on the next write");
+            }
+        }
+    }
+}
+
+/// Fails every mutation of `batch` with `err` (nothing of it was written).
+fn refuse(batch: Vec<Mutation>, err: &StorageError) {
+    for mutation in batch {
+        match mutation {
+            Mutation::Write { reply, .. } => {
+                let _ = reply.send(Err(err.clone()));
+            }
+            Mutation::Clear { reply, .. } => {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
     }
 }
 
@@ -192,8 +281,9 @@ fn run_writer(db: &Database, path: &Path, session: u64, mut queue: mpsc::Receive
 /// for a clear, or why it was refused.
 type Outcome = Result<Option<Etag>, StorageError>;
 
-/// Applies `batch` in one transaction, commits, and answers every caller.
-fn apply(db: &Database, path: &Path, session: u64, batch: Vec<Mutation>) {
+/// Applies `batch` in one transaction, commits, and answers every caller. Returns false
+/// if the batch failed on a database error (the handle may need reopening).
+fn apply(db: &Database, path: &Path, session: u64, batch: Vec<Mutation>) -> bool {
     let committed = (|| {
         let txn = db.begin_write().map_err(|e| failed(path, "writing", e))?;
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
@@ -278,18 +368,11 @@ fn apply(db: &Database, path: &Path, session: u64, batch: Vec<Mutation>) {
         }
         // Nothing of the batch was committed.
         Err(e) => {
-            for mutation in batch {
-                match mutation {
-                    Mutation::Write { reply, .. } => {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                    Mutation::Clear { reply, .. } => {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            refuse(batch, &e);
+            return false;
         }
     }
+    true
 }
 
 /// Maps any redb error to [`StorageError::Failed`], naming the file and the operation.
