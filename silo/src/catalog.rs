@@ -83,6 +83,25 @@ impl fmt::Debug for Catalog {
     }
 }
 
+/// Delivers through a catalog held weakly, activating the grain if needed; fails with
+/// `ShuttingDown` once the catalog is gone.
+pub(crate) async fn deliver_activating(
+    catalog: &Weak<Catalog>,
+    envelope: Envelope,
+    deadline: Instant,
+) -> Result<(), CallError> {
+    match catalog.upgrade() {
+        Some(catalog) => catalog
+            .deliver_local(envelope, deadline, true)
+            .await
+            .map(drop),
+        None => {
+            envelope.fail(CallError::ShuttingDown);
+            Err(CallError::ShuttingDown)
+        }
+    }
+}
+
 /// The router of a single silo: every grain is local. Holds the catalog weakly so the
 /// catalog → activation → router chain is not a reference cycle.
 #[derive(Debug)]
@@ -93,15 +112,6 @@ pub(crate) struct LocalRouter {
 #[async_trait]
 impl Router for LocalRouter {
     async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
-        match self.catalog.upgrade() {
-            Some(catalog) => catalog
-                .deliver_local(envelope, deadline, true)
-                .await
-                .map(drop),
-            None => {
-                envelope.fail(CallError::ShuttingDown);
-                Err(CallError::ShuttingDown)
-            }
-        }
+        deliver_activating(&self.catalog, envelope, deadline).await
     }
 }

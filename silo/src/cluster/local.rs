@@ -10,7 +10,7 @@ use granary_proto::CallError;
 use granary_runtime::envelope::Envelope;
 use tokio::time::Instant;
 
-use crate::catalog::Catalog;
+use crate::catalog::{deliver_activating, Catalog};
 
 /// Local delivery for a clustered silo.
 #[derive(Debug)]
@@ -79,15 +79,6 @@ impl LocalDelivery for SiloLocal {
             envelope.fail(err.clone());
             return Err(err);
         }
-        match self.catalog.upgrade() {
-            Some(catalog) => catalog
-                .deliver_local(envelope, deadline, true)
-                .await
-                .map(drop),
-            None => {
-                envelope.fail(CallError::ShuttingDown);
-                Err(CallError::ShuttingDown)
-            }
-        }
+        deliver_activating(&self.catalog, envelope, deadline).await
     }
 }
