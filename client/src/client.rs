@@ -16,25 +16,37 @@ use granary_proto::{CallError, GrainId};
 use granary_runtime::{Grain, GrainRef, Router};
 use tokio::time::Instant;
 
-use crate::routing::{ClusterRouter, Resolve};
-use crate::transport::{ClusterKey, Peers, TransportConfig, TransportError};
+use granary_net::routing::{ClusterRouter, Resolve};
+use granary_net::transport::{ClusterKey, Peers, TransportConfig, TransportError};
 
 /// Default time [`Client::connect`] tries the gateways before giving up.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How a client reaches the cluster.
+/// How a client reaches the cluster: its gateways and options.
+///
+/// ```
+/// use std::time::Duration;
+/// use granary_client::ClientConfig;
+///
+/// let config = ClientConfig::new(["127.0.0.1:7100".parse().unwrap()])
+///     .with_cluster_key("s3cret")                       // the silos' --cluster-key
+///     .with_connect_timeout(Duration::from_secs(1));
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Silos to use as gateways, tried in order (any silo of the cluster works).
-    pub gateways: Vec<SocketAddr>,
+    gateways: Vec<SocketAddr>,
     /// Connection settings.
-    pub transport: TransportConfig,
+    transport: TransportConfig,
     /// How long [`Client::connect`] keeps trying the gateways.
-    pub connect_timeout: Duration,
+    connect_timeout: Duration,
 }
 
 impl ClientConfig {
-    /// A configuration with these gateways and default settings.
+    /// A configuration with these gateways (tried in order; any silo of the cluster
+    /// works) and default settings: no cluster key, a connect timeout of
+    /// [`DEFAULT_CONNECT_TIMEOUT`].
     pub fn new(gateways: impl IntoIterator<Item = SocketAddr>) -> Self {
         Self {
             gateways: gateways.into_iter().collect(),
@@ -49,10 +61,29 @@ impl ClientConfig {
         self
     }
 
-    /// Sets how long [`Client::connect`] keeps trying.
+    /// Sets how long [`Client::connect`] keeps trying the gateways, and how long one
+    /// TCP connect may take (at most this long).
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self.transport.connect_timeout = self.transport.connect_timeout.min(timeout);
         self
+    }
+
+    /// Sets the largest frame (message or reply, encoded) the client sends or accepts;
+    /// it must match the silos' limit. Default 8 MiB.
+    pub fn with_max_frame(mut self, bytes: usize) -> Self {
+        self.transport.max_frame = bytes;
+        self
+    }
+
+    /// The gateways, in the order they are tried.
+    pub fn gateways(&self) -> &[SocketAddr] {
+        &self.gateways
+    }
+
+    /// How long [`Client::connect`] keeps trying.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
     }
 }
 
@@ -62,8 +93,10 @@ pub enum ConnectError {
     /// The configuration lists no gateway.
     #[error("no gateway address given")]
     NoGateways,
-    /// No gateway answered a ping before the connect timeout.
-    #[error("no gateway answered: {0}")]
+    /// No gateway answered a ping before the connect timeout. The text names each
+    /// gateway and why it failed, e.g.
+    /// `cannot reach silo at 127.0.0.1:7100 (connection refused)`.
+    #[error("{0}")]
     Unreachable(String),
 }
 
@@ -77,7 +110,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the first gateway that answers a ping.
+    /// Connects to the first gateway that answers a ping, trying them all again (with a
+    /// short pause) until the connect timeout; then fails with every gateway's reason.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), granary_client::ConnectError> {
+    /// use granary_client::{Client, ClientConfig};
+    /// let client = Client::connect(ClientConfig::new(["127.0.0.1:7100".parse().unwrap()])).await?;
+    /// # let _ = client; Ok(()) }
+    /// ```
     pub async fn connect(config: ClientConfig) -> Result<Client, ConnectError> {
         if config.gateways.is_empty() {
             return Err(ConnectError::NoGateways);
@@ -89,22 +130,34 @@ impl Client {
             current: AtomicUsize::new(0),
         });
         let deadline = Instant::now() + config.connect_timeout;
-        let mut first_error = None;
-        loop {
-            let err = match gateways.ping(deadline).await {
-                Ok(_) => break,
-                Err(e) => e,
-            };
-            let first = first_error.get_or_insert_with(|| err.to_string());
-            if Instant::now() >= deadline {
+        let mut failures: Vec<String> = Vec::new();
+        'connect: loop {
+            for (index, &addr) in gateways.addrs.iter().enumerate() {
+                match gateways.ping_one(addr, deadline).await {
+                    Ok(_) => {
+                        gateways.current.store(index, Ordering::Relaxed);
+                        break 'connect;
+                    }
+                    Err(e) => {
+                        let why = match e {
+                            CallError::Unreachable(why) | CallError::Lost(why) => why,
+                            CallError::Timeout => format!(
+                                "cannot reach silo at {addr} (no answer within {:?})",
+                                config.connect_timeout
+                            ),
+                            other => format!("silo at {addr}: {other}"),
+                        };
+                        if let Some(slot) = failures.get_mut(index) {
+                            *slot = why;
+                        } else {
+                            failures.push(why);
+                        }
+                    }
+                }
+            }
+            if Instant::now() + Duration::from_millis(100) >= deadline {
                 peers.close().await;
-                let last = err.to_string();
-                let why = if *first == last {
-                    last
-                } else {
-                    format!("{last} (first failure: {first})")
-                };
-                return Err(ConnectError::Unreachable(why));
+                return Err(ConnectError::Unreachable(failures.join("; ")));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -112,12 +165,16 @@ impl Client {
         Ok(Client { router, gateways })
     }
 
-    /// A reference to the grain `G` with `key`.
+    /// A typed reference to the grain `G` with `key`; creating it costs nothing and
+    /// sends nothing. The grain is activated on its first message.
+    ///
+    /// `G` must be registered with `register_grain!` in its crate, and only messages
+    /// listed there can be sent (both checked at compile time).
     pub fn grain<G: Grain>(&self, key: impl fmt::Display) -> GrainRef<G> {
         GrainRef::new(self.router.clone() as Arc<dyn Router>, key)
     }
 
-    /// Round-trip time to the current gateway.
+    /// Round-trip time to the current gateway (failing over to the next ones).
     pub async fn ping(&self) -> Result<Duration, CallError> {
         self.gateways
             .ping(Instant::now() + DEFAULT_CONNECT_TIMEOUT)
@@ -185,12 +242,22 @@ impl Gateways {
 
     async fn ping(&self, deadline: Instant) -> Result<Duration, CallError> {
         let started = Instant::now();
-        match self.call(Request::Ping, deadline).await? {
-            Response::Pong => Ok(started.elapsed()),
-            other => Err(CallError::Codec(format!(
-                "unexpected answer to ping: {other:?}"
-            ))),
-        }
+        expect_pong(self.call(Request::Ping, deadline).await?)?;
+        Ok(started.elapsed())
+    }
+
+    /// Pings one gateway, without failing over.
+    async fn ping_one(&self, addr: SocketAddr, deadline: Instant) -> Result<(), CallError> {
+        expect_pong(self.peers.call(addr, Request::Ping, deadline).await?)
+    }
+}
+
+fn expect_pong(response: Response) -> Result<(), CallError> {
+    match response {
+        Response::Pong => Ok(()),
+        _ => Err(CallError::Codec(
+            "the gateway answered a ping with something else (is it a Granary silo of this version?)".into(),
+        )),
     }
 }
 

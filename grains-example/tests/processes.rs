@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use granary_client::transport::{handshake, ClusterKey};
 use granary_client::{Client, ClientConfig, ConnectError};
 use granary_example::{Add, Counter, Get, Greeter, Hello};
+use granary_net::transport::{handshake, ClusterKey};
 use granary_proto::frame::{Frame, FrameCodec, Request, Response, FRAME_VERSION};
 use granary_proto::packet::{
     Packet, PacketBody, PacketCodec, SiloId, DEFAULT_MAX_PACKET, FLAG_SIGNED, MAGIC,
@@ -1307,7 +1307,7 @@ async fn wrong_key(procs: &mut Procs) {
     )
     .await;
     assert!(
-        matches!(via_intruder, Err(ConnectError::Unreachable(ref why)) if why.contains("refused our cluster key")),
+        matches!(via_intruder, Err(ConnectError::Unreachable(ref why)) if why.contains("wrong cluster key")),
         "{via_intruder:?}"
     );
 

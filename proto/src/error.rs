@@ -17,13 +17,19 @@ pub enum CallError {
     /// No grain type with this name is registered on the silo that received the call.
     ///
     /// Delivery: not delivered.
-    #[error("unknown grain type `{0}`")]
+    #[error(
+        "grain type `{0}` is not registered on the silo: add `register_grain!(YourGrain, handles = [...])` \
+         next to the grain, and make the silo binary link that crate (call one of its functions from `main`)"
+    )]
     UnknownGrainType(String),
     /// The grain type does not handle a message with this name (it is missing from its
     /// `register_grain!` line, or the caller runs a different version).
     ///
     /// Delivery: not delivered.
-    #[error("grain type `{grain_type}` does not handle message `{message}`")]
+    #[error(
+        "grain type `{grain_type}` does not handle message `{message}`: add it to the grain's \
+         `register_grain!(…, handles = [...])` line (or caller and silo run different versions)"
+    )]
     UnknownMessage {
         /// The grain type's wire name.
         grain_type: String,

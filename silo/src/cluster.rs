@@ -27,8 +27,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use granary_client::routing::ClusterRouter;
-use granary_client::transport::{ClusterKey, Peers, TransportConfig};
+use granary_net::routing::ClusterRouter;
+use granary_net::transport::{ClusterKey, Peers, TransportConfig};
 use granary_proto::frame::{Request, SiloAddr};
 use granary_proto::packet::{LoadReport, SiloId};
 use granary_proto::GrainId;

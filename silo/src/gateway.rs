@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use granary_client::routing::ClusterRouter;
+use granary_net::routing::ClusterRouter;
 use granary_proto::frame::{Request, Response, WireStorageError};
 use granary_proto::CallError;
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};

@@ -17,7 +17,7 @@ use granary_proto::CallError;
 
 mod server;
 
-pub use granary_client::transport::{
+pub use granary_net::transport::{
     Peers, TransportConfig, TransportError, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_QUEUE,

@@ -43,7 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use granary_client::transport::{Peers, TransportConfig};
+use granary_net::transport::{Peers, TransportConfig};
 use granary_client::{Client, ClientConfig};
 use granary_example::{Add, Counter, Get, Greeter, Hello};
 use granary_proto::frame::{Request, Response};

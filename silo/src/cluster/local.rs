@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Weak;
 
 use async_trait::async_trait;
-use granary_client::routing::LocalDelivery;
+use granary_net::routing::LocalDelivery;
 use granary_proto::frame::SiloAddr;
 use granary_proto::CallError;
 use granary_runtime::envelope::Envelope;

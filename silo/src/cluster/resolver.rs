@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use granary_client::routing::Resolve;
-use granary_client::transport::Peers;
+use granary_net::routing::Resolve;
+use granary_net::transport::Peers;
 use granary_proto::frame::{Request, Response, SiloAddr};
 use granary_proto::{CallError, GrainId};
 use tokio::sync::watch;

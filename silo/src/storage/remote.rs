@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use granary_client::transport::Peers;
+use granary_net::transport::Peers;
 use granary_proto::frame::{Request, Response, WireStorageError};
 use granary_proto::GrainId;
 use granary_runtime::{Etag, GrainStorage, StorageError, StoredState};

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use granary_client::transport::{handshake, writer};
+use granary_net::transport::{handshake, writer};
 
 use super::{Failure, RequestHandler, RequestKind, TransportConfig};
 

@@ -38,6 +38,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A connect failure in a few plain words: `connection refused`, `wrong cluster key`…
+fn describe(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::ConnectionRefused => "connection refused".into(),
+        ErrorKind::ConnectionReset => "connection reset".into(),
+        ErrorKind::HostUnreachable => "host unreachable".into(),
+        ErrorKind::NetworkUnreachable => "network unreachable".into(),
+        ErrorKind::AddrNotAvailable => "address not available".into(),
+        ErrorKind::TimedOut => "connect timed out".into(),
+        // The handshake's own error, already plain (e.g. the wrong cluster key).
+        ErrorKind::PermissionDenied => error
+            .get_ref()
+            .map_or_else(|| error.to_string(), ToString::to_string),
+        _ => {
+            let text = error.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_lowercase(),
+                None => text,
+            }
+        }
+    }
+}
+
 /// Client side of the transport: one multiplexed connection per remote address, reused
 /// by every call to it. Cheap to clone (an `Arc` inside); clones share connections.
 ///
@@ -349,7 +373,7 @@ impl Peers {
         }
         let Ok(mut backoff) = timeout_at(deadline, slot.connect.lock()).await else {
             return Err(TransportError::Unreachable(format!(
-                "still connecting to {addr} at the call's deadline"
+                "cannot reach silo at {addr} (still connecting at the call's deadline)"
             )));
         };
         // Someone else may have connected while we waited for the lock.
@@ -360,13 +384,10 @@ impl Peers {
             return Err(TransportError::Closed);
         }
         let now = Instant::now();
-        if let Some(retry_at) = backoff.retry_at.filter(|at| *at > now) {
-            return Err(TransportError::Unreachable(format!(
-                "{addr} is in backoff for another {:?} after {} failed connect(s): {}",
-                retry_at - now,
-                backoff.failures,
-                backoff.last_error
-            )));
+        if backoff.retry_at.is_some_and(|at| at > now) {
+            // Fail fast with the reason of the last attempt; the next call after the
+            // backoff tries again.
+            return Err(TransportError::Unreachable(backoff.last_error.clone()));
         }
         let connect_deadline = deadline.min(now + self.inner.config.connect_timeout);
         let key = self.inner.config.cluster_key.clone();
@@ -386,15 +407,15 @@ impl Peers {
                 *lock(&slot.current) = Some(conn.clone());
                 return Ok(conn);
             }
-            Ok(Err(error)) => format!("connect to {addr} failed: {error}"),
+            Ok(Err(error)) => format!("cannot reach silo at {addr} ({})", describe(&error)),
             Err(_) if connect_deadline < deadline => format!(
-                "connect to {addr} timed out after {:?}",
+                "cannot reach silo at {addr} (no answer to connect within {:?})",
                 self.inner.config.connect_timeout
             ),
             // The caller's deadline, not the address, cut the attempt short: no backoff.
             Err(_) => {
                 return Err(TransportError::Unreachable(format!(
-                    "deadline reached while connecting to {addr}"
+                    "cannot reach silo at {addr} (still connecting at the call's deadline)"
                 )))
             }
         };
@@ -457,8 +478,10 @@ async fn read_responses(read: OwnedReadHalf, codec: FrameCodec, conn: Arc<Conn>,
                 break format!("protocol error: {addr} sent a request frame");
             }
             Some(Err(FrameError::TooLarge { len, .. })) if handshake::is_challenge_prefix(len) => {
-                warn!(%addr, "the silo requires the cluster key; this client has none");
-                break format!("{addr} requires the cluster key (--cluster-key)");
+                break format!(
+                    "cannot use silo at {addr} (it requires a cluster key and we have none: \
+                     pass --cluster-key / GRANARY_CLUSTER_KEY)"
+                );
             }
             Some(Err(error)) => {
                 warn!(%addr, %error, "closing connection: bad frame");

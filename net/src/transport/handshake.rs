@@ -67,16 +67,20 @@ pub enum HandshakeError {
     #[error("handshake i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The server's first bytes are not a challenge: it probably runs without a key.
-    #[error("the server sent no challenge (does it run without the cluster key?)")]
+    #[error(
+        "the silo runs without a cluster key but we have one (give both the same --cluster-key, or neither)"
+    )]
     NoChallenge,
     /// The client's answer does not start with [`AUTH_MAGIC`]: it probably has no key.
-    #[error("the peer sent no authentication (does it run without the cluster key?)")]
+    #[error("the peer sent no authentication (it has no cluster key, or is not a Granary silo or client)")]
     NoAnswer,
     /// The answer's MAC is wrong: the peer uses another key.
     #[error("wrong cluster key")]
     BadMac,
     /// The server refused our answer: we use another key than the cluster.
-    #[error("the silo refused our cluster key (wrong --cluster-key?)")]
+    #[error(
+        "wrong cluster key: the silo refused ours (check --cluster-key / GRANARY_CLUSTER_KEY)"
+    )]
     Denied,
     /// The operating system gave no random bytes for the nonce.
     #[error("no randomness for the nonce: {0}")]
