@@ -66,6 +66,11 @@ pub const HEADER_LEN: usize = MAGIC.len() + 1;
 pub const MAC_LEN: usize = 32;
 /// `flags` bit: the packet ends with a [`MAC_LEN`]-byte HMAC-SHA256 tag.
 pub const FLAG_SIGNED: u8 = 0b0000_0001;
+/// `flags` value of an *auth rejection*: a 6-byte unsigned datagram (`MAGIC`, this flag,
+/// one [`AuthRejection`] byte) a silo sends back to a peer whose packet failed the
+/// cluster-key check, so the peer can say "wrong cluster key" instead of "no answer".
+/// It is unauthenticated by nature: receivers only log it, never act on it.
+pub const FLAG_AUTH_REJECTED: u8 = 0b0000_0010;
 /// Default cap on a whole datagram, in bytes (8 KiB).
 pub const DEFAULT_MAX_PACKET: usize = 8 * 1024;
 /// Smallest cap [`PacketCodec::new`] accepts: enough for a WELCOME listing a few members.
@@ -291,9 +296,66 @@ pub enum PacketError {
     /// The cluster key is empty.
     #[error("the cluster key must not be empty")]
     EmptyKey,
+    /// The datagram is the peer's auth rejection of a packet of ours.
+    #[error("the peer rejected our packet: {0}")]
+    Rejected(AuthRejection),
     /// The configured size cap is outside [`MIN_MAX_PACKET`]..=[`MAX_MAX_PACKET`].
     #[error("max packet size {0} is outside {MIN_MAX_PACKET}..={MAX_MAX_PACKET}")]
     BadMaxPacket(usize),
+}
+
+impl PacketError {
+    /// The rejection to send back for a packet that failed the cluster-key check, if it
+    /// failed for that reason.
+    pub fn auth_rejection(&self) -> Option<AuthRejection> {
+        match self {
+            PacketError::BadMac => Some(AuthRejection::WrongKey),
+            PacketError::MissingMac => Some(AuthRejection::KeyRequired),
+            PacketError::UnexpectedMac => Some(AuthRejection::NoKeyExpected),
+            _ => None,
+        }
+    }
+}
+
+/// Why a silo rejected a peer's packet, as told back in an auth rejection
+/// ([`FLAG_AUTH_REJECTED`]). Worded from the peer's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthRejection {
+    /// Our packet was signed with another key than the receiver's.
+    WrongKey,
+    /// The receiver has a cluster key; our packet was unsigned.
+    KeyRequired,
+    /// The receiver has no cluster key; our packet was signed.
+    NoKeyExpected,
+}
+
+impl AuthRejection {
+    fn to_byte(self) -> u8 {
+        match self {
+            AuthRejection::WrongKey => 1,
+            AuthRejection::KeyRequired => 2,
+            AuthRejection::NoKeyExpected => 3,
+        }
+    }
+
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(AuthRejection::WrongKey),
+            2 => Some(AuthRejection::KeyRequired),
+            3 => Some(AuthRejection::NoKeyExpected),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AuthRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthRejection::WrongKey => "wrong cluster key (ours differs from the receiver's)",
+            AuthRejection::KeyRequired => "the receiver requires a cluster key and we have none",
+            AuthRejection::NoKeyExpected => "the receiver has no cluster key but we sign with one",
+        })
+    }
 }
 
 /// Encodes and decodes [`Packet`]s for one silo: its cluster key (if any) and its size
@@ -364,6 +426,15 @@ impl PacketCodec {
         Ok(buf)
     }
 
+    /// The auth rejection datagram telling a peer why its packet was refused.
+    pub fn encode_rejection(reason: AuthRejection) -> [u8; HEADER_LEN + 1] {
+        let mut out = [0u8; HEADER_LEN + 1];
+        out[..MAGIC.len()].copy_from_slice(&MAGIC);
+        out[MAGIC.len()] = FLAG_AUTH_REJECTED;
+        out[HEADER_LEN] = reason.to_byte();
+        out
+    }
+
     /// Checks and decodes one datagram. Checks run cheapest first, and nothing is
     /// decoded before the size, header and MAC have been verified.
     pub fn decode(&self, datagram: &[u8]) -> Result<Packet, PacketError> {
@@ -388,6 +459,14 @@ impl PacketCodec {
             return Err(PacketError::UnsupportedVersion(datagram[3]));
         }
         let flags = datagram[4];
+        if flags == FLAG_AUTH_REJECTED {
+            return match (len == HEADER_LEN + 1)
+                .then(|| AuthRejection::from_byte(datagram[HEADER_LEN]))
+            {
+                Some(Some(reason)) => Err(PacketError::Rejected(reason)),
+                _ => Err(PacketError::UnknownFlags(flags)),
+            };
+        }
         if flags & !FLAG_SIGNED != 0 {
             return Err(PacketError::UnknownFlags(flags));
         }

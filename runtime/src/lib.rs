@@ -70,6 +70,7 @@ pub use context::GrainContext;
 pub use grain::{Grain, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};
 pub use reference::{Ask, GrainRef, Tell, DEFAULT_CALL_TIMEOUT};
+pub use registry::RegisteredMessage;
 pub use router::Router;
 pub use storage::{Etag, GrainStorage, StorageError, StoredState};
 

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::envelope::{Body, Envelope, ReplyTo};
 use crate::grain::{Grain, Handler, Message};
-use crate::registry::registry;
+use crate::registry::{registry, RegisteredMessage};
 use crate::router::Router;
 
 /// Default deadline of a call: 30 s, as Orleans' response timeout.
@@ -52,9 +52,12 @@ impl<G: Grain> GrainRef<G> {
 
     /// Fire-and-forget: resolves once the message is in the grain's mailbox (or a
     /// connection's queue, for a remote grain). Awaiting applies backpressure.
+    ///
+    /// `M` must be listed in `G`'s `register_grain!` line; that is checked at compile
+    /// time (see [`RegisteredMessage`]).
     pub fn tell<M: Message>(&self, msg: M) -> Tell<'_, G, M>
     where
-        G: Handler<M>,
+        G: Handler<M> + RegisteredMessage<M>,
     {
         Tell {
             target: self,
@@ -65,9 +68,12 @@ impl<G: Grain> GrainRef<G> {
 
     /// Request/response: resolves to the handler's typed reply. Chain
     /// `.timeout(d)` to change the 30 s default.
+    ///
+    /// `M` must be listed in `G`'s `register_grain!` line; that is checked at compile
+    /// time (see [`RegisteredMessage`]).
     pub fn ask<M: Message>(&self, msg: M) -> Ask<'_, G, M>
     where
-        G: Handler<M>,
+        G: Handler<M> + RegisteredMessage<M>,
     {
         Ask {
             target: self,

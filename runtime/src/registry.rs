@@ -186,14 +186,16 @@ impl Registry {
         for entry in inventory::iter::<GrainTypeEntry> {
             if let Some(prev) = by_name.insert(entry.type_name, entry) {
                 problems.push(format!(
-                    "grain type name `{}` is registered twice ({} and {})",
+                    "grain type name `{}` is registered twice, by `{}` and by `{}`: give one of them \
+                     another `const TYPE_NAME`",
                     entry.type_name, prev.rust_name, entry.rust_name
                 ));
             }
             for (i, vt) in entry.messages.iter().enumerate() {
                 if entry.messages[..i].iter().any(|o| o.message == vt.message) {
                     problems.push(format!(
-                        "grain type `{}` lists message `{}` twice",
+                        "grain type `{}` has two messages named `{}` on the wire: pin one to \
+                         another name with `as \"…\"` in its `register_grain!` line",
                         entry.type_name, vt.message
                     ));
                 }
@@ -239,6 +241,37 @@ impl Registry {
     }
 }
 
+/// Proof that `register_grain!` registered the grain type `Self` with the message `M`:
+/// the macro implements it for every message it lists, and `tell`/`ask` require it, so
+/// sending a message that the registration forgot (or sending to a grain type that was
+/// never registered) is a compile error that names the line to fix. Never implement it
+/// by hand.
+///
+/// ```compile_fail
+/// # use granary_runtime::prelude::*;
+/// # #[derive(serde::Serialize, serde::Deserialize)] pub struct Ping;
+/// pub struct Forgotten;
+/// #[async_trait]
+/// impl Grain for Forgotten {
+///     const TYPE_NAME: &'static str = "doc.forgotten/v1";
+///     type State = ();
+///     async fn on_activate(_: &mut GrainContext<Self>) -> Result<Self, GrainError> { Ok(Forgotten) }
+/// }
+/// #[async_trait]
+/// impl Handler<Ping> for Forgotten {
+///     type Reply = ();
+///     async fn handle(&mut self, _: Ping, _: &mut GrainContext<Self>) -> Result<(), GrainError> { Ok(()) }
+/// }
+/// // No `register_grain!(Forgotten, handles = [Ping]);`, so this does not compile:
+/// fn call(grain: GrainRef<Forgotten>) { let _ = grain.ask(Ping); }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not registered with message `{M}`",
+    label = "`{M}` is missing from `{Self}`'s `register_grain!` line",
+    note = "add `{M}` to `granary_runtime::register_grain!({Self}, handles = [...])` next to the grain (or add that line if the grain has none)"
+)]
+pub trait RegisteredMessage<M>: Grain {}
+
 /// Registers a grain type and the messages it handles.
 ///
 /// ```ignore
@@ -249,6 +282,11 @@ impl Registry {
 ///
 /// A message's wire name is the name written here (`"Add"`), scoped to the grain type;
 /// renaming the Rust type changes it, unless pinned with `as "name"`.
+///
+/// The macro also implements [`RegisteredMessage`] for each listed message, so a call
+/// with an unlisted message does not compile, nor does a message listed twice. A
+/// mistake the compiler cannot see (two grain types with one `TYPE_NAME`, two messages
+/// pinned to one wire name) stops the silo at start-up with an error naming both.
 #[macro_export]
 macro_rules! register_grain {
     ($grain:ty, handles = [$($msg:ty $(as $name:literal)?),* $(,)?]) => {
@@ -274,6 +312,7 @@ macro_rules! register_grain {
                     spawn,
                 }
             }
+            $(impl $crate::registry::RegisteredMessage<$msg> for $grain {})*
         };
     };
     (@name $msg:ty) => { stringify!($msg) };

@@ -34,17 +34,18 @@ use crate::{SiloConfig, StartError};
     long_about = None
 )]
 pub struct SiloArgs {
-    /// Master keeps the grain directory (and by default the grain store); slaves host grains.
-    #[arg(long, value_enum, env = "GRANARY_ROLE", default_value = "master")]
-    pub role: Role,
+    /// Master keeps the grain directory (and by default the grain store); slaves host
+    /// grains. Default: slave when --master is given, else master.
+    #[arg(long, value_enum, env = "GRANARY_ROLE")]
+    pub role: Option<Role>,
 
-    /// TCP address to listen on for grain traffic from clients and silos.
+    /// TCP address (HOST:PORT) to listen on for grain traffic from clients and silos.
     #[arg(long, env = "GRANARY_LISTEN", default_value = "127.0.0.1:7100")]
-    pub listen: SocketAddr,
+    pub listen: String,
 
-    /// UDP address to listen on for membership (heartbeats).
+    /// UDP address (HOST:PORT) to listen on for membership (heartbeats).
     #[arg(long, env = "GRANARY_UDP", default_value = "127.0.0.1:7101")]
-    pub udp: SocketAddr,
+    pub udp: String,
 
     /// TCP address (HOST:PORT) other silos and clients use to reach this one. Needed
     /// when listening on 0.0.0.0; host names are resolved at start.
@@ -55,7 +56,7 @@ pub struct SiloArgs {
     #[arg(long, env = "GRANARY_ADVERTISE_UDP")]
     pub advertise_udp: Option<String>,
 
-    /// The master's UDP address (HOST:PORT); required for a slave.
+    /// The master's UDP address (HOST:PORT, its --udp); makes this silo a slave.
     #[arg(long, env = "GRANARY_MASTER")]
     pub master: Option<String>,
 
@@ -82,6 +83,39 @@ pub struct SiloArgs {
     /// before its first frame. Use the same key on every silo and client.
     #[arg(long, env = "GRANARY_CLUSTER_KEY", hide_env_values = true)]
     pub cluster_key: Option<String>,
+
+    /// Log format: `text` for people (colours only on a terminal; NO_COLOR turns them
+    /// off), `json` (one object per line) for log shippers. Filter with RUST_LOG.
+    #[arg(long, value_enum, env = "GRANARY_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (to standard output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`); in
+/// `text` format, ANSI colours only when standard output is a terminal and `NO_COLOR`
+/// is unset.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A second call (tests, embedding) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(ansi).try_init()
+        }
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 /// A silo's role on the command line.
@@ -107,13 +141,36 @@ pub enum RunError {
     Start(#[from] StartError),
 }
 
-/// Resolves HOST:PORT, retrying for a while (in containers, names appear late).
+/// Resolves HOST:PORT once (a listen address names this machine: no waiting).
+async fn resolve_local(what: &str, addr: &str) -> Result<SocketAddr, RunError> {
+    match tokio::net::lookup_host(addr).await.map(|mut it| it.next()) {
+        Ok(Some(resolved)) => Ok(resolved),
+        Ok(None) => Err(RunError::Config(format!(
+            "{what} `{addr}` resolves to no address"
+        ))),
+        Err(e) => Err(RunError::Config(format!(
+            "{what} `{addr}` is not a HOST:PORT this machine can resolve ({e})"
+        ))),
+    }
+}
+
+/// Resolves HOST:PORT of another machine, retrying for a while (in containers, names
+/// appear late); says once that it waits.
 async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, RunError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    const WAIT: Duration = Duration::from_secs(30);
+    let deadline = Instant::now() + WAIT;
+    let mut said = false;
     loop {
         match tokio::net::lookup_host(addr).await.map(|mut it| it.next()) {
             Ok(Some(resolved)) => return Ok(resolved),
             Ok(None) | Err(_) if Instant::now() < deadline => {
+                if !said {
+                    said = true;
+                    tracing::info!(
+                        "waiting up to {}s for {what} `{addr}` to resolve",
+                        WAIT.as_secs()
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Ok(None) => {
@@ -121,47 +178,71 @@ async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, RunError> {
                     "{what} `{addr}` resolves to no address"
                 )))
             }
-            Err(e) => return Err(RunError::Config(format!("{what} `{addr}`: {e}"))),
+            Err(e) => {
+                return Err(RunError::Config(format!(
+                    "{what} `{addr}` does not resolve ({e}); give HOST:PORT"
+                )))
+            }
         }
+    }
+}
+
+/// The role to run: `--role` if given (refusing `--role master` with `--master`), else
+/// slave with `--master` and master without. Also says how it was chosen.
+fn choose_role(args: &SiloArgs) -> Result<(Role, &'static str), RunError> {
+    match (args.role, &args.master) {
+        (Some(Role::Master), Some(master)) => Err(RunError::Config(format!(
+            "--role master with --master {master}: a silo given --master joins that master as a \
+             slave; drop --role master (or say --role slave), or drop --master to start a new cluster"
+        ))),
+        (Some(Role::Slave), None) => Err(RunError::Config(
+            "--role slave needs --master HOST:PORT (the master's --udp address)".into(),
+        )),
+        (Some(role), _) => Ok((role, "")),
+        (None, Some(_)) => Ok((Role::Slave, " (slave because --master is given)")),
+        (None, None) => Ok((Role::Master, " (master because no --master is given)")),
     }
 }
 
 /// Runs a silo until `shutdown` resolves (or, on a slave, until the master says
 /// SHUTDOWN), then shuts it down gracefully.
 pub async fn run(args: SiloArgs, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let mut membership = match args.role {
-        Role::Master => MembershipConfig::master(),
-        Role::Slave => {
-            let master = args.master.as_deref().ok_or_else(|| {
-                RunError::Config(
-                    "a slave needs --master HOST:PORT (the master's UDP address)".into(),
-                )
-            })?;
-            MembershipConfig::slave(resolve("--master", master).await?)
+    let (role, why) = choose_role(&args)?;
+    let listen = resolve_local("--listen", &args.listen).await?;
+    let udp = resolve_local("--udp", &args.udp).await?;
+    tracing::info!(
+        "starting a {} silo{why}: TCP {listen}, UDP {udp}",
+        match role {
+            Role::Master => "master",
+            Role::Slave => "slave",
         }
+    );
+    let mut membership = match (role, &args.master) {
+        (Role::Slave, Some(master)) => MembershipConfig::slave(resolve("--master", master).await?),
+        _ => MembershipConfig::master(),
     }
     .with_heartbeat_interval(args.heartbeat_interval)
     .with_missed_heartbeats(args.missed_heartbeats);
     if let Some(key) = &args.cluster_key {
         membership = membership.with_cluster_key(key.as_bytes().to_vec());
     }
-    let mut cluster = ClusterConfig::master(args.listen, args.udp).with_membership(membership);
+    let mut cluster = ClusterConfig::master(listen, udp).with_membership(membership);
     if let Some(addr) = &args.advertise {
         cluster.advertise = Some(resolve("--advertise", addr).await?);
     }
     if let Some(addr) = &args.advertise_udp {
         cluster.advertise_udp = Some(resolve("--advertise-udp", addr).await?);
     }
-    let storage = match (args.role, &args.storage) {
+    let storage = match (role, &args.storage) {
         (Role::Master, spec) => {
             let spec = spec.clone().unwrap_or_default();
-            tracing::info!(storage = %spec, "opening the grain store");
+            tracing::info!("opening the grain store {spec}");
             Some(spec.open().await?)
         }
         (Role::Slave, None) => None,
         (Role::Slave, Some(spec)) => {
             if !matches!(spec, StorageSpec::Mongo { .. }) {
-                tracing::warn!(storage = %spec, "a slave with a store of its own: grains that move to another slave will not find their state");
+                tracing::warn!("this slave has a store of its own ({spec}): grains that move to another slave will not find their state");
             }
             Some(spec.open().await?)
         }
@@ -199,27 +280,26 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Parses the command line, sets up logging (`RUST_LOG`, default `info`), and runs a
-/// silo until Ctrl-C or SIGTERM.
+/// Parses the command line, sets up logging ([`init_logging`]), and runs a silo until
+/// Ctrl-C or SIGTERM. A failure is reported once, on standard error (as a JSON log line
+/// with `--log-format json`), and the process exits with status 1.
 pub fn main() -> ExitCode {
     let args = SiloArgs::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let format = args.log_format;
+    init_logging(format);
+    let result = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(run(args, shutdown_signal())),
+        Err(e) => Err(RunError::Config(format!(
+            "cannot start the async runtime: {e}"
+        ))),
     };
-    match runtime.block_on(run(args, shutdown_signal())) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "silo failed");
-            eprintln!("error: {e}");
+            match format {
+                LogFormat::Text => eprintln!("error: {e}"),
+                LogFormat::Json => tracing::error!("{e}"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -154,11 +154,13 @@ impl ClusterSilo {
         storage: Option<Arc<dyn GrainStorage>>,
     ) -> Result<ClusterSilo, StartError> {
         let tcp_err = |source| StartError::Bind {
-            what: "TCP listener",
+            what: "TCP",
+            addr: cluster.listen,
             source,
         };
         let udp_err = |source| StartError::Bind {
-            what: "UDP socket",
+            what: "UDP",
+            addr: cluster.udp,
             source,
         };
         let listener = TcpListener::bind(cluster.listen).await.map_err(tcp_err)?;
@@ -242,7 +244,7 @@ impl ClusterSilo {
         if let Some(directory) = &directory {
             tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
         }
-        tracing::info!(silo = %me, ?role, storage = storage.name(), "silo started");
+        tracing::info!("silo started: {role} {me}; grain store: {}", storage.name());
         Ok(ClusterSilo {
             me,
             role,
@@ -331,7 +333,7 @@ impl ClusterSilo {
     /// grains (writing state, releasing directory entries). Then the silo leaves
     /// membership and closes its server and connections.
     pub async fn shutdown(self) {
-        tracing::info!(silo = %self.me, role = ?self.role, "shutting down");
+        tracing::info!("shutting down {} {}", self.role, self.me);
         let ClusterSilo {
             catalog,
             router,
@@ -473,7 +475,9 @@ async fn watch_membership(
                 if old != new {
                     // A new master (a restart) starts with an empty directory: grains
                     // active here are unknown to it and could be placed elsewhere too.
-                    tracing::warn!(old = %old, new = %new, "the master restarted: deactivating every grain here");
+                    tracing::warn!(
+                        "the master restarted ({old} is now {new}): deactivating every grain here"
+                    );
                     local.deactivate_all();
                     router.forget_all();
                 }
@@ -492,7 +496,14 @@ async fn watch_membership(
             let addr = silo_addr(&member.id);
             if let Some(directory) = &directory {
                 let dropped = directory.remove_silo(addr);
-                tracing::info!(silo = %member.id, status = ?member.status, grains = dropped, "silo departed; its directory entries are dropped");
+                let how = match member.status {
+                    MemberStatus::Dead => "died",
+                    _ => "left",
+                };
+                tracing::info!(
+                    "silo {} {how} ({dropped} directory entries dropped)",
+                    member.id
+                );
             }
             router.forget_silo(addr);
             if member.status == MemberStatus::Dead {
@@ -508,7 +519,12 @@ async fn watch_membership(
                     .master
                     .and_then(|m| snapshot.get(&m))
                     .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
-                if master_leaving {
+                let me_leaving = snapshot
+                    .get(&snapshot.me)
+                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
+                if me_leaving {
+                    tracing::debug!("leaving the cluster: no new grains here");
+                } else if master_leaving {
                     tracing::info!("the master is shutting down: deactivating every grain here");
                 } else {
                     tracing::warn!(
@@ -516,8 +532,14 @@ async fn watch_membership(
                     );
                 }
                 router.forget_all();
-            } else {
-                tracing::info!(master = ?snapshot.master.map(|m| m.tcp), "joined the cluster: serving grains");
+            } else if role == SiloRole::Slave {
+                match snapshot.master {
+                    Some(master) => tracing::info!(
+                        "joined the cluster of master {}: serving grains",
+                        master.tcp
+                    ),
+                    None => tracing::info!("joined the cluster: serving grains"),
+                }
             }
         }
         tokio::select! {

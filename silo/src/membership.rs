@@ -149,8 +149,19 @@ impl Membership {
             shutdown_requested: shutdown_requested.clone(),
             drop_warnings: Throttle::default(),
             io_warnings: Throttle::default(),
+            last_rejection: None,
         };
-        tracing::info!(%me, role = ?config.role, master = ?config.master, signed = config.cluster_key.is_some(), "membership starting");
+        let signed = if config.cluster_key.is_some() {
+            "signed with the cluster key"
+        } else {
+            "unsigned: no cluster key"
+        };
+        match (config.role, config.master) {
+            (SiloRole::Slave, Some(master)) => tracing::info!(
+                "membership starting: slave {me}, joining the master at {master} (packets {signed})"
+            ),
+            _ => tracing::info!("membership starting: master {me} (packets {signed})"),
+        }
         let tasks = TaskTracker::new();
         tasks.spawn_on(
             driver.run(leave.clone(), abort.clone(), announce.clone()),

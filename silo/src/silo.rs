@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -19,10 +20,13 @@ use crate::dispatcher::{Dispatcher, DispatcherStats, HostShared};
 pub enum StartError {
     /// No grain type is registered: the binary does not link a grain crate (or the
     /// linker dropped its `register_grain!` items; reference a type of the crate).
-    #[error("no grain types are registered; link a grain crate into the silo binary")]
+    #[error(
+        "no grain types are registered: add `register_grain!(YourGrain, handles = [...])` next to \
+         each grain, and call a function of the grain crate from the silo's `main` so the linker keeps it"
+    )]
     NoGrainTypes,
     /// Two grain types share a name, or a grain lists a message twice.
-    #[error("grain registry is inconsistent: {0:?}")]
+    #[error("grain registrations conflict: {}", .0.join("; "))]
     Registry(Vec<String>),
     /// The storage provider could not be opened.
     #[error("opening storage: {0}")]
@@ -34,10 +38,12 @@ pub enum StartError {
     #[error("a master silo needs a grain store")]
     MasterNeedsStorage,
     /// A socket could not be bound.
-    #[error("binding {what}: {source}")]
+    #[error("cannot listen on {what} {addr}: {}", describe_bind(source))]
     Bind {
-        /// Which socket.
+        /// Which socket (`TCP` for `--listen`, `UDP` for `--udp`).
         what: &'static str,
+        /// The address it was to be bound to.
+        addr: SocketAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -138,12 +144,13 @@ pub(crate) fn build_catalog(
     let mut dispatchers = HashMap::new();
     for entry in types {
         let idle = config.idle_timeout_for(entry.type_name, entry.idle_timeout);
+        let messages: Vec<&str> = entry.messages.iter().map(|m| m.message).collect();
         tracing::info!(
-            grain_type = entry.type_name,
-            rust_type = entry.rust_name,
-            messages = ?entry.messages.iter().map(|m| m.message).collect::<Vec<_>>(),
-            idle_timeout = ?idle,
-            "registered grain type"
+            "grain type {} (`{}`): handles {}; idle timeout {}",
+            entry.type_name,
+            entry.rust_name,
+            messages.join(", "),
+            humantime::format_duration(idle)
         );
         dispatchers.insert(
             entry.type_name,
@@ -151,9 +158,26 @@ pub(crate) fn build_catalog(
         );
     }
     tracing::info!(
-        count = dispatchers.len(),
-        storage = shared.storage.name(),
-        "silo catalog ready"
+        "{} grain type(s) ready; grain store: {}",
+        dispatchers.len(),
+        shared.storage.name()
     );
     Ok(Arc::new(Catalog::new(dispatchers, shared)))
+}
+
+/// A bind error in plain words, with the usual fix.
+fn describe_bind(error: &std::io::Error) -> String {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "address already in use (another silo or program holds it: stop it, or pick another port)"
+                .into()
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            "address not available on this machine (use one of its own addresses, or 0.0.0.0)".into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need privileges)".into()
+        }
+        _ => error.to_string(),
+    }
 }

@@ -86,6 +86,18 @@ impl RequestKind {
         }
     }
 
+    /// The kind in a log line.
+    fn name(self) -> &'static str {
+        match self {
+            RequestKind::Grain => "grain call",
+            RequestKind::Directory => "directory",
+            RequestKind::StorageRead => "storage read",
+            RequestKind::StorageWrite => "storage write",
+            RequestKind::StorageClear => "storage clear",
+            RequestKind::Ping => "ping",
+        }
+    }
+
     /// The response of this kind that reports `failure` (`Ping` cannot fail: `Pong`).
     fn failure(self, failure: &Failure) -> Response {
         match self {

@@ -34,6 +34,10 @@ struct Args {
     #[arg(long, env = "GRANARY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     timeout: Duration,
 
+    /// How long to keep trying the gateways before giving up.
+    #[arg(long, env = "GRANARY_CONNECT_TIMEOUT", value_parser = humantime::parse_duration, default_value = "3s")]
+    connect_timeout: Duration,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -89,7 +93,7 @@ async fn resolve(addrs: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let gateways = resolve(&args.gateways).await?;
-    let mut config = ClientConfig::new(gateways).with_connect_timeout(args.timeout);
+    let mut config = ClientConfig::new(gateways).with_connect_timeout(args.connect_timeout);
     if let Some(key) = &args.cluster_key {
         config = config.with_cluster_key(key.as_bytes());
     }
@@ -150,6 +154,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )

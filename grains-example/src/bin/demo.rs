@@ -35,14 +35,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let args = Args::parse();
     println!(
-        "granary demo: grain types {:?}",
-        granary_example::grain_types()
+        "granary demo: grain types {}",
+        granary_example::grain_types().join(", ")
     );
     println!("grain store: {}", args.storage);
     let storage = args.storage.open().await?;

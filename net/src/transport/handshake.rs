@@ -78,9 +78,7 @@ pub enum HandshakeError {
     #[error("wrong cluster key")]
     BadMac,
     /// The server refused our answer: we use another key than the cluster.
-    #[error(
-        "wrong cluster key: the silo refused ours (check --cluster-key / GRANARY_CLUSTER_KEY)"
-    )]
+    #[error("wrong cluster key: the silo refused ours; check --cluster-key / GRANARY_CLUSTER_KEY")]
     Denied,
     /// The operating system gave no random bytes for the nonce.
     #[error("no randomness for the nonce: {0}")]

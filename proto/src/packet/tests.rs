@@ -271,3 +271,34 @@ fn silo_id_identity() {
     };
     assert_eq!(params.lease(), Duration::from_secs(1));
 }
+
+#[test]
+fn auth_rejections_round_trip_and_are_never_packets() {
+    let codec = PacketCodec::new(Some(b"k"), DEFAULT_MAX_PACKET).unwrap();
+    for reason in [
+        AuthRejection::WrongKey,
+        AuthRejection::KeyRequired,
+        AuthRejection::NoKeyExpected,
+    ] {
+        let bytes = PacketCodec::encode_rejection(reason);
+        assert_eq!(codec.decode(&bytes), Err(PacketError::Rejected(reason)));
+    }
+    // A rejection with a trailing byte or an unknown reason is not one.
+    let mut long = PacketCodec::encode_rejection(AuthRejection::WrongKey).to_vec();
+    long.push(0);
+    assert_eq!(
+        codec.decode(&long),
+        Err(PacketError::UnknownFlags(FLAG_AUTH_REJECTED))
+    );
+    let mut unknown = PacketCodec::encode_rejection(AuthRejection::WrongKey);
+    unknown[HEADER_LEN] = 9;
+    assert_eq!(
+        codec.decode(&unknown),
+        Err(PacketError::UnknownFlags(FLAG_AUTH_REJECTED))
+    );
+    assert_eq!(
+        PacketError::BadMac.auth_rejection(),
+        Some(AuthRejection::WrongKey)
+    );
+    assert_eq!(PacketError::BadMagic.auth_rejection(), None);
+}

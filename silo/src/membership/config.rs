@@ -27,6 +27,15 @@ pub enum SiloRole {
     Slave,
 }
 
+impl std::fmt::Display for SiloRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SiloRole::Master => "master",
+            SiloRole::Slave => "slave",
+        })
+    }
+}
+
 /// Settings of the UDP membership protocol.
 ///
 /// A slave starts with its own `heartbeat_interval` and `missed_heartbeats`, then adopts

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use granary_proto::packet::{LoadReport, Packet, PacketCodec, SiloId};
+use granary_proto::packet::{AuthRejection, LoadReport, Packet, PacketCodec, PacketError, SiloId};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -18,28 +18,47 @@ use tokio_util::sync::CancellationToken;
 use super::protocol::{Outbox, Protocol};
 use super::snapshot::MembershipSnapshot;
 
-/// How often a throttled warning may be logged.
+/// How often a throttled warning may be logged at first.
 const WARN_EVERY: Duration = Duration::from_secs(1);
+/// The longest a throttled warning stays silent while its cause persists.
+const WARN_MAX: Duration = Duration::from_secs(60);
+/// How often an auth rejection may be sent back (they are tiny; this only bounds
+/// what spoofed sources can make us send).
+const REJECT_EVERY: Duration = Duration::from_millis(50);
 
-/// Rate limiter for one kind of warning: at most one line per [`WARN_EVERY`], with a
-/// count of what was suppressed in between.
+/// Rate limiter for one kind of warning, backing off while its cause persists: one
+/// line, then the next after 1 s, 2 s, 4 s … up to a minute (each with a count of what
+/// was suppressed in between), back to 1 s after a quiet spell.
 #[derive(Debug, Default)]
 pub(super) struct Throttle {
     /// When the last line was logged.
     last: Option<Instant>,
     /// Events not logged since.
     suppressed: u64,
+    /// Current silence after a line (zero means [`WARN_EVERY`]).
+    every: Duration,
 }
 
 impl Throttle {
     /// `Some(suppressed_count)` if a line may be logged now, else `None` (and counts).
     pub(super) fn allow(&mut self, now: Instant) -> Option<u64> {
+        let every = self.every.max(WARN_EVERY);
         match self.last {
-            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
+            Some(last) if now.saturating_duration_since(last) < every => {
                 self.suppressed += 1;
                 None
             }
-            _ => {
+            last => {
+                // The cause persisted through the silence (events were held back and
+                // this one follows right after it): back off further.
+                let storm = last.is_some_and(|last| {
+                    self.suppressed > 0 && now.saturating_duration_since(last) < every * 2
+                });
+                self.every = if storm {
+                    (every * 2).min(WARN_MAX)
+                } else {
+                    WARN_EVERY
+                };
                 self.last = Some(now);
                 Some(std::mem::take(&mut self.suppressed))
             }
@@ -74,6 +93,8 @@ pub(super) struct Driver {
     pub(super) drop_warnings: Throttle,
     /// Throttles socket error warnings.
     pub(super) io_warnings: Throttle,
+    /// When an auth rejection was last sent back.
+    pub(super) last_rejection: Option<Instant>,
 }
 
 impl Driver {
@@ -114,7 +135,7 @@ impl Driver {
                     Ok((len, src)) => self.on_datagram(&buf[..len], src).await,
                     Err(e) => {
                         if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
-                            tracing::warn!(error = %e, suppressed, "membership socket receive failed");
+                            tracing::warn!("membership socket receive failed: {e}{}", suppressed_note(suppressed));
                         }
                         // Do not spin if the error persists.
                         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -139,7 +160,7 @@ impl Driver {
             }
             let wanted = self.protocol.tick_interval();
             if wanted != interval {
-                tracing::debug!(?wanted, "heartbeat interval changed");
+                tracing::debug!(interval = %humantime::format_duration(wanted), "heartbeat interval changed");
                 interval = wanted;
                 ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -152,9 +173,19 @@ impl Driver {
         let now = Instant::now();
         let packet = match self.codec.decode(datagram) {
             Ok(packet) => packet,
+            Err(PacketError::Rejected(reason)) => {
+                self.protocol.on_rejected(now, src, reason);
+                return;
+            }
             Err(e) => {
+                if let Some(reason) = e.auth_rejection() {
+                    self.reject(src, reason, now).await;
+                }
                 if let Some(suppressed) = self.drop_warnings.allow(now) {
-                    tracing::warn!(%src, len = datagram.len(), error = %e, suppressed, "dropped membership datagram");
+                    tracing::warn!(
+                        "dropped a membership packet from {src}: {e}{}",
+                        suppressed_note(suppressed)
+                    );
                 }
                 return;
             }
@@ -163,6 +194,21 @@ impl Driver {
         let mut out = Outbox::new();
         self.protocol.on_packet(now, src, packet, &mut out);
         self.send_all(out).await;
+    }
+
+    /// Tells `src` why its packet was refused (at most every [`REJECT_EVERY`]).
+    async fn reject(&mut self, src: SocketAddr, reason: AuthRejection, now: Instant) {
+        if self
+            .last_rejection
+            .is_some_and(|at| now.saturating_duration_since(at) < REJECT_EVERY)
+        {
+            return;
+        }
+        self.last_rejection = Some(now);
+        let _ = self
+            .socket
+            .send_to(&PacketCodec::encode_rejection(reason), src)
+            .await;
     }
 
     /// Publishes a snapshot if something changed: a membership change bumps the
@@ -200,16 +246,28 @@ impl Driver {
             let bytes = match self.codec.encode(&packet) {
                 Ok(bytes) => bytes,
                 Err(e) => {
-                    tracing::error!(%dest, kind, error = %e, "cannot encode membership packet");
+                    tracing::error!("cannot encode a {kind} packet for {dest}: {e}");
                     continue;
                 }
             };
             tracing::trace!(%dest, seq = self.seq, kind, "sending");
             if let Err(e) = self.socket.send_to(&bytes, dest).await {
                 if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
-                    tracing::warn!(%dest, kind, error = %e, suppressed, "membership send failed");
+                    tracing::warn!(
+                        "cannot send {kind} to {dest}: {e}{}",
+                        suppressed_note(suppressed)
+                    );
                 }
             }
         }
+    }
+}
+
+/// " (N more like it suppressed)" when a throttle held lines back, else nothing.
+pub(super) fn suppressed_note(suppressed: u64) -> String {
+    if suppressed == 0 {
+        String::new()
+    } else {
+        format!(" ({suppressed} more like it since the last report)")
     }
 }

@@ -80,7 +80,7 @@ impl Master {
             }
             PacketBody::Shutdown => {
                 if self.table.is_active(&from) {
-                    tracing::info!(slave = %from, "slave left");
+                    tracing::info!("slave {from} left");
                     self.remove(&from, DepartureReason::Left, out);
                 }
             }
@@ -100,7 +100,7 @@ impl Master {
         out: &mut Outbox,
     ) {
         if from.same_address(&self.me) {
-            tracing::warn!(%from, "HANDSHAKE claims the master's own address; ignored");
+            tracing::warn!("ignored a HANDSHAKE from {from}: it claims the master's own address");
             return;
         }
         if let Some(entry) = self.table.active_mut(&from) {
@@ -120,18 +120,22 @@ impl Master {
             .iter()
             .find(|old| old.generation >= from.generation)
         {
-            tracing::warn!(%from, current = %newer, "HANDSHAKE from an older generation; ignored");
+            tracing::warn!("ignored a HANDSHAKE from {from}: {newer} is a newer run of that silo");
             return;
         }
         for old in same_silo {
-            tracing::info!(%old, new = %from, "slave restarted; old generation declared dead");
+            tracing::info!("slave restarted: {old} is now {from} (the old run is declared dead)");
             self.remove(&old, DepartureReason::Dead, out);
         }
         let rejoin = self.table.get(&from).is_some();
         self.table.activate(from, src, now, false);
         self.table.record_seq(&from, seq);
         self.view += 1;
-        tracing::info!(slave = %from, rejoin, view = self.view, "slave joined");
+        if rejoin {
+            tracing::info!("slave {from} joined again (membership view {})", self.view);
+        } else {
+            tracing::info!("slave {from} joined (membership view {})", self.view);
+        }
         let connect = PacketBody::SlaveConnect {
             member: from,
             view: self.view,
@@ -191,7 +195,10 @@ impl Master {
             .map(|e| e.info.id)
             .collect();
         for id in expired {
-            tracing::warn!(slave = %id, ?lease, "slave missed its heartbeats; declared dead");
+            tracing::warn!(
+                "slave {id} declared dead: no heartbeat for {}",
+                humantime::format_duration(lease)
+            );
             self.remove(&id, DepartureReason::Dead, out);
         }
         let heartbeat = PacketBody::Heartbeat {

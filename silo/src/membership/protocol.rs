@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use granary_proto::packet::{LoadReport, Packet, PacketBody, SiloId};
+use granary_proto::packet::{AuthRejection, LoadReport, Packet, PacketBody, SiloId};
 
 use super::config::{MembershipConfig, SiloRole};
 use super::master::Master;
@@ -53,6 +53,17 @@ impl Protocol {
     }
 
     /// Runs the periodic work (lease checks, heartbeats) with this silo's current load.
+    /// The peer at `src` refused a packet of ours for its cluster key (a hint only: the
+    /// datagram is unauthenticated, so it changes what is logged, nothing else).
+    pub(super) fn on_rejected(&mut self, now: Instant, src: SocketAddr, reason: AuthRejection) {
+        match self {
+            Protocol::Master(_) => {
+                tracing::debug!(%src, %reason, "a peer rejected our packet");
+            }
+            Protocol::Slave(s) => s.on_rejected(now, src, reason),
+        }
+    }
+
     pub(super) fn on_tick(&mut self, now: Instant, load: LoadReport, out: &mut Outbox) {
         match self {
             Protocol::Master(m) => m.on_tick(now, load, out),

@@ -20,7 +20,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use granary_proto::packet::{
-    DepartureReason, LoadReport, Packet, PacketBody, ProtocolParams, SiloId, WireMember,
+    AuthRejection, DepartureReason, LoadReport, Packet, PacketBody, ProtocolParams, SiloId,
+    WireMember,
 };
 
 use super::protocol::Outbox;
@@ -51,6 +52,43 @@ pub(super) struct Slave {
     master_seq: u64,
     /// The master said SHUTDOWN: this silo should shut down.
     shutdown_requested: bool,
+    /// Why we are not joined, reported once per back-off step.
+    unjoined: Unjoined,
+}
+
+/// The longest a slave stays quiet about not reaching its master.
+const REPORT_MAX: Duration = Duration::from_secs(60);
+
+/// While a slave is not joined: what it reports, and when. The first line comes after
+/// one lease of unanswered HANDSHAKEs (or at once when the master rejects our cluster
+/// key), then after 2, 4, 8 … leases, up to [`REPORT_MAX`]: one line per back-off step.
+#[derive(Debug)]
+struct Unjoined {
+    /// When the slave started handshaking.
+    since: Instant,
+    /// HANDSHAKEs sent since.
+    handshakes: u32,
+    /// When the next line is due.
+    next_report: Instant,
+    /// The silence after that line.
+    every: Duration,
+    /// Lines reported since `since`.
+    reports: u32,
+    /// The master's last auth rejection, if any.
+    rejected: Option<AuthRejection>,
+}
+
+impl Unjoined {
+    fn new(now: Instant, lease: Duration) -> Self {
+        Self {
+            since: now,
+            handshakes: 0,
+            next_report: now + lease,
+            every: lease,
+            reports: 0,
+            rejected: None,
+        }
+    }
 }
 
 impl Slave {
@@ -72,7 +110,61 @@ impl Slave {
             last_heard: now,
             master_seq: 0,
             shutdown_requested: false,
+            unjoined: Unjoined::new(now, params.lease()),
         }
+    }
+
+    /// Lines reported since the slave last started handshaking.
+    #[cfg(test)]
+    pub(super) fn unjoined_reports(&self) -> u32 {
+        self.unjoined.reports
+    }
+
+    /// The master refused a packet of ours for its cluster key.
+    pub(super) fn on_rejected(&mut self, now: Instant, src: SocketAddr, reason: AuthRejection) {
+        if src != self.master_addr || self.joined {
+            return;
+        }
+        if self.unjoined.rejected.is_none() && self.unjoined.reports == 0 {
+            // A wrong key is certain at once: say so on the next tick.
+            self.unjoined.next_report = now;
+        }
+        self.unjoined.rejected = Some(reason);
+    }
+
+    /// One line saying why this slave is not joined, once per back-off step.
+    fn report_unjoined(&mut self, now: Instant) {
+        let u = &mut self.unjoined;
+        u.handshakes += 1;
+        if now < u.next_report {
+            return;
+        }
+        let addr = self.master_addr;
+        let waited = humantime::format_duration(Duration::from_secs(
+            now.saturating_duration_since(u.since).as_secs(),
+        ));
+        match u.rejected {
+            Some(AuthRejection::WrongKey) => tracing::warn!(
+                "wrong cluster key: the master at {addr} rejects this silo's packets; \
+                 give every silo and client the same --cluster-key (GRANARY_CLUSTER_KEY)"
+            ),
+            Some(AuthRejection::KeyRequired) => tracing::warn!(
+                "the master at {addr} requires a cluster key and this silo has none: \
+                 pass --cluster-key (GRANARY_CLUSTER_KEY)"
+            ),
+            Some(AuthRejection::NoKeyExpected) => tracing::warn!(
+                "this silo has a cluster key but the master at {addr} has none: \
+                 give both the same --cluster-key, or neither"
+            ),
+            None => tracing::warn!(
+                "cannot reach the master at {addr}: no answer to {} HANDSHAKE(s) in {waited}; \
+                 check that it runs and that --master names its --udp address (still trying)",
+                u.handshakes
+            ),
+        }
+        u.reports += 1;
+        u.every = (u.every * 2).min(REPORT_MAX);
+        u.next_report = now + u.every;
     }
 
     /// Current timing (the master's once welcomed).
@@ -125,8 +217,8 @@ impl Slave {
                 members,
             } => self.on_welcome(now, from, seq, view, params, members),
             PacketBody::Rejoin => {
-                tracing::warn!(master = %from, "master does not know this silo; fencing and re-joining");
-                self.unjoin();
+                tracing::warn!("the master at {} does not know this silo (it restarted, or declared us dead): fencing and re-joining", self.master_addr);
+                self.unjoin(now);
                 out.push((self.master_addr, PacketBody::Handshake));
             }
             PacketBody::Heartbeat { load, .. } => self.table.set_load(&from, load),
@@ -156,9 +248,9 @@ impl Slave {
                 }
             }
             PacketBody::Shutdown => {
-                tracing::info!(master = %from, "master is shutting down the cluster");
+                tracing::info!("the master {from} is shutting the cluster down");
                 self.table.depart(&from, MemberStatus::ShuttingDown);
-                self.unjoin();
+                self.unjoin(now);
                 self.shutdown_requested = true;
             }
             PacketBody::Handshake => {}
@@ -192,7 +284,7 @@ impl Slave {
         members: Vec<WireMember>,
     ) {
         if let Some(old) = self.master.filter(|old| *old != from) {
-            tracing::info!(%old, new = %from, "master restarted");
+            tracing::info!("the master restarted: {old} is now {from}");
             self.table.depart(&old, MemberStatus::Dead);
         }
         if self.master != Some(from) {
@@ -204,7 +296,11 @@ impl Slave {
         if params.heartbeat_interval_ms > 0 && params.missed_heartbeats > 0 {
             self.params = params;
         } else {
-            tracing::warn!(?params, "master sent unusable parameters; keeping ours");
+            tracing::warn!(
+                "the master sent unusable heartbeat parameters ({} ms × {}); keeping ours",
+                params.heartbeat_interval_ms,
+                params.missed_heartbeats
+            );
         }
         self.applied_view = view;
         let listed: BTreeSet<SiloId> = members.iter().map(|m| m.id).collect();
@@ -219,17 +315,18 @@ impl Slave {
             self.table.set_load(&m.id, m.load);
         }
         if !self.joined {
-            tracing::info!(master = %from, members = listed.len(), "joined the cluster");
+            tracing::info!("joined the master {from} ({} members)", listed.len());
             self.joined = true;
             self.table.dirty.membership = true;
         }
     }
 
     /// Leaves the joined state (fence), keeping the known members.
-    fn unjoin(&mut self) {
+    fn unjoin(&mut self, now: Instant) {
         if self.joined {
             self.joined = false;
             self.table.dirty.membership = true;
+            self.unjoined = Unjoined::new(now, self.lease());
         }
     }
 
@@ -239,8 +336,16 @@ impl Slave {
         self.table.set_load(&self.me, load);
         let lease = self.lease();
         if self.joined && now.saturating_duration_since(self.last_heard) > lease {
-            tracing::warn!(master = ?self.master, ?lease, "master unreachable; fencing until it answers again");
-            self.unjoin();
+            tracing::warn!(
+                "lost the master at {}: silent for {}; fencing (this silo's grains are \
+                 deactivated) until it answers again",
+                self.master_addr,
+                humantime::format_duration(lease)
+            );
+            self.unjoin(now);
+        }
+        if !self.joined {
+            self.report_unjoined(now);
         }
         let body = if self.joined {
             PacketBody::Heartbeat {
@@ -261,7 +366,8 @@ impl Slave {
     /// Graceful leave: tell the master.
     pub(super) fn on_leave(&mut self, out: &mut Outbox) {
         self.table.set_my_status(MemberStatus::ShuttingDown);
-        self.unjoin();
+        self.joined = false;
+        self.table.dirty.membership = true;
         out.push((self.master_addr, PacketBody::Shutdown));
     }
 

@@ -202,7 +202,11 @@ impl Connection {
                 })
                 .await;
                 if drained.is_err() {
-                    warn!(%peer, running = requests.len(), ?grace, "aborting requests still running after the grace period");
+                    warn!(
+                        "aborting {} request(s) from {peer} still running {} after shutdown began",
+                        requests.len(),
+                        humantime::format_duration(grace)
+                    );
                 }
             }
             End::Abort => {}
@@ -245,7 +249,7 @@ async fn respond(
         Ok(response) => response,
         Err(panic) => {
             let why = panic_message(panic.as_ref());
-            warn!(%peer, ?kind, panic = %why, "request handler panicked");
+            warn!("a {} request from {peer} panicked: {why}", kind.name());
             kind.failure(&Failure::Panicked(why))
         }
     };
@@ -253,7 +257,7 @@ async fn respond(
     let bytes = match codec.encode_to_vec(&Frame::Response { id, body: response }) {
         Ok(bytes) => bytes,
         Err(error) => {
-            warn!(%peer, ?kind, %error, "response could not be encoded; answering with an error");
+            warn!("the answer to a {} request from {peer} could not be encoded ({error}); answering with an error", kind.name());
             let failure = kind.failure(&Failure::Unencodable(error.to_string()));
             match codec.encode_to_vec(&Frame::Response { id, body: failure }) {
                 Ok(bytes) => bytes,
