@@ -22,17 +22,15 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use granary_proto::{CallError, GrainId};
+use granary_proto::{codec, CallError, GrainId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::GrainContext;
-use crate::envelope::Envelope;
-use crate::grain::Grain;
-use crate::registry::HandlerEntry;
+use crate::envelope::{Body, Envelope, ReplyKind, ReplyValue};
+use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::router::Router;
-use crate::storage::GrainStorage;
+use crate::storage::{GrainStorage, StorageError};
 
 /// The receiving end of an activation's mailbox. Envelopes are boxed so an empty
 /// mailbox stays small (a channel allocates its first block of slots up front).
@@ -171,6 +169,75 @@ enum Exit {
     Stop,
     Requested,
     Panicked,
+}
+
+/// Runs one message on a grain: decode or unbox it, call the handler, shape the reply.
+pub type HandleFn<G> = for<'a> fn(
+    &'a mut G,
+    &'a mut GrainContext<G>,
+    Body,
+    ReplyKind,
+) -> BoxFuture<'a, Result<ReplyValue, CallError>>;
+
+/// One row of a grain type's handler table.
+pub struct HandlerEntry<G: Grain> {
+    /// The message's wire name.
+    pub message: &'static str,
+    /// Its handler.
+    pub handle: HandleFn<G>,
+}
+
+impl<G: Grain> HandlerEntry<G> {
+    /// The row for `M`, named `message` on the wire.
+    pub const fn new<M: Message>(message: &'static str) -> Self
+    where
+        G: Handler<M>,
+    {
+        Self {
+            message,
+            handle: handle_message::<G, M>,
+        }
+    }
+}
+
+impl<G: Grain> fmt::Debug for HandlerEntry<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HandlerEntry({})", self.message)
+    }
+}
+
+fn handle_message<'a, G: Handler<M>, M: Message>(
+    grain: &'a mut G,
+    ctx: &'a mut GrainContext<G>,
+    body: Body,
+    kind: ReplyKind,
+) -> BoxFuture<'a, Result<ReplyValue, CallError>> {
+    Box::pin(async move {
+        let msg: M = match body {
+            Body::Local { value, .. } => *value
+                .downcast::<M>()
+                .map_err(|_| CallError::Codec("message type mismatch".into()))?,
+            Body::Encoded { bytes, .. } => {
+                codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
+            }
+        };
+        let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
+        match kind {
+            ReplyKind::None => Ok(ReplyValue::None),
+            ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
+            ReplyKind::Encoded => codec::encode(&reply)
+                .map(ReplyValue::Encoded)
+                .map_err(|e| CallError::Codec(e.to_string())),
+        }
+    })
+}
+
+/// Maps a handler's error to the call error the caller sees.
+pub(crate) fn handler_error(err: GrainError) -> CallError {
+    match err.downcast_ref::<StorageError>() {
+        Some(storage) => CallError::Storage(storage.to_string()),
+        None => CallError::Handler(err.to_string()),
+    }
 }
 
 /// Starts the activation task for grain type `G` (called through the registry).

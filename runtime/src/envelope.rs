@@ -4,13 +4,11 @@
 //! comes back the same way. A call that arrived over the network carries bytes and wants
 //! bytes back. The activation's handler table accepts both.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt;
 
-use granary_proto::{CallError, GrainId};
+use granary_proto::{CallError, CodecError, GrainId};
 use tokio::sync::oneshot;
-
-use crate::registry::MessageVTable;
 
 /// A reply value in either form.
 pub type LocalReply = Box<dyn Any + Send>;
@@ -179,5 +177,27 @@ impl fmt::Debug for Body {
 impl fmt::Debug for ReplyTo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ReplyTo::{:?}", self.kind())
+    }
+}
+
+/// How to move one message type `M` of one grain type `G` across the wire.
+pub struct MessageVTable {
+    /// `G::TYPE_NAME`.
+    pub grain_type: &'static str,
+    /// The message's wire name within the grain type.
+    pub message: &'static str,
+    /// `TypeId` of `G`.
+    pub grain_type_id: fn() -> TypeId,
+    /// `TypeId` of `M`.
+    pub message_type_id: fn() -> TypeId,
+    /// Encodes a `Box<M>` given as `&dyn Any`.
+    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
+    /// Decodes an encoded reply into a boxed `<G as Handler<M>>::Reply`.
+    pub decode_reply: fn(&[u8]) -> Result<LocalReply, CodecError>,
+}
+
+impl fmt::Debug for MessageVTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageVTable({}::{})", self.grain_type, self.message)
     }
 }

@@ -1,13 +1,19 @@
-//! The traits a grain author implements: [`Grain`] once, [`Handler<M>`] per message.
+//! What a grain author works with: the traits to implement ([`Grain`] once,
+//! [`Handler<M>`] per message) and the [`GrainContext`] every hook and handler gets (the
+//! grain's identity and persistent state). They name each other, so they live together.
 
 use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use granary_proto::{codec, GrainId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::context::GrainContext;
+use crate::router::Router;
+use crate::storage::{Etag, GrainStorage, StorageError};
 
 /// A handler's or lifecycle hook's error. Any `std::error::Error` converts with `?`.
 pub type GrainError = Box<dyn Error + Send + Sync + 'static>;
@@ -66,3 +72,189 @@ pub trait Handler<M: Message>: Grain {
         ctx: &mut GrainContext<Self>,
     ) -> Result<Self::Reply, GrainError>;
 }
+
+/// A grain's identity, its persistent state and its way to reach other grains.
+///
+/// The context belongs to one activation and is only touched by its turn loop, so
+/// handlers get `&mut` access without locks.
+pub struct GrainContext<G: Grain> {
+    /// This grain's address.
+    id: GrainId,
+    /// The persistent state, loaded before `on_activate`.
+    state: G::State,
+    /// Etag of the stored record this state came from (`None`: no record yet).
+    etag: Option<Etag>,
+    /// The state changed since it was last read or written.
+    dirty: bool,
+    /// A write hit an etag conflict: the state is stale and must never be written.
+    conflicted: bool,
+    /// Deactivate after the current turn.
+    deactivate: bool,
+    /// Where the state lives.
+    storage: Arc<dyn GrainStorage>,
+    /// How references reach other grains (see `GrainContext::grain` in `reference`).
+    pub(crate) router: Arc<dyn Router>,
+}
+
+impl<G: Grain> GrainContext<G> {
+    pub(crate) fn new(
+        id: GrainId,
+        storage: Arc<dyn GrainStorage>,
+        router: Arc<dyn Router>,
+    ) -> Self {
+        Self {
+            id,
+            state: G::State::default(),
+            etag: None,
+            dirty: false,
+            conflicted: false,
+            deactivate: false,
+            storage,
+            router,
+        }
+    }
+
+    /// True when `G::State` carries no data, so storage is never touched.
+    fn stateless() -> bool {
+        std::mem::size_of::<G::State>() == 0
+    }
+
+    /// This grain's address.
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// This grain's key.
+    pub fn key(&self) -> &str {
+        &self.id.key
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &G::State {
+        &self.state
+    }
+
+    /// The current state, for changing it. Marks it dirty: it is written at
+    /// deactivation unless [`write_state`](Self::write_state) runs first.
+    pub fn state_mut(&mut self) -> &mut G::State {
+        self.dirty = true;
+        &mut self.state
+    }
+
+    /// True when the state changed since the last read or write.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Etag of the stored record (`None` when nothing is stored yet).
+    pub fn etag(&self) -> Option<&str> {
+        self.etag.as_deref()
+    }
+
+    /// Writes the state now, guarded by the etag it was read with.
+    ///
+    /// On `Ok` the write is durable (as durable as the provider). On
+    /// [`StorageError::Conflict`] someone else wrote newer state: nothing is written, and
+    /// the grain deactivates after this turn so the next activation reads the newer state.
+    /// On other errors the state stays dirty and the write may be retried.
+    pub async fn write_state(&mut self) -> Result<(), StorageError> {
+        if Self::stateless() {
+            self.dirty = false;
+            return Ok(());
+        }
+        if self.conflicted {
+            return Err(self.stale_error());
+        }
+        let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
+        match self
+            .storage
+            .write(&self.id, &data, self.etag.as_deref())
+            .await
+        {
+            Ok(etag) => {
+                self.etag = Some(etag);
+                self.dirty = false;
+                Ok(())
+            }
+            Err(err) => {
+                if err.is_conflict() {
+                    self.conflicted = true;
+                    self.deactivate = true;
+                    tracing::warn!(grain = %self.id, error = %err, "etag conflict; deactivating the grain");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Deletes the stored record and resets the state to its default.
+    pub async fn clear_state(&mut self) -> Result<(), StorageError> {
+        if !Self::stateless() {
+            if self.conflicted {
+                return Err(self.stale_error());
+            }
+            if let Err(err) = self.storage.clear(&self.id, self.etag.as_deref()).await {
+                if err.is_conflict() {
+                    self.conflicted = true;
+                    self.deactivate = true;
+                }
+                return Err(err);
+            }
+        }
+        self.etag = None;
+        self.state = G::State::default();
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Asks the runtime to deactivate this grain once the current turn ends
+    /// (Orleans' `DeactivateOnIdle`). Dirty state is written first.
+    pub fn deactivate_on_idle(&mut self) {
+        self.deactivate = true;
+    }
+
+    fn stale_error(&self) -> StorageError {
+        StorageError::Conflict {
+            grain: self.id.clone(),
+            expected: self.etag.clone(),
+            found: None,
+        }
+    }
+
+    /// Loads the stored state (called by the activation before `on_activate`).
+    pub(crate) async fn load_state(&mut self) -> Result<(), StorageError> {
+        if Self::stateless() {
+            return Ok(());
+        }
+        if let Some(stored) = self.storage.read(&self.id).await? {
+            self.state =
+                codec::decode(&stored.data).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            self.etag = Some(stored.etag);
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    pub(crate) fn take_deactivate_request(&mut self) -> bool {
+        std::mem::take(&mut self.deactivate)
+    }
+
+    /// Whether deactivation should write the state.
+    pub(crate) fn needs_final_write(&self) -> bool {
+        self.dirty && !self.conflicted && !Self::stateless()
+    }
+}
+
+impl<G: Grain> fmt::Debug for GrainContext<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainContext")
+            .field("id", &self.id)
+            .field("etag", &self.etag)
+            .field("dirty", &self.dirty)
+            .field("storage", &self.storage.name())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

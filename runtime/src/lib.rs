@@ -11,14 +11,17 @@
 //! depends on it.
 //!
 //! # Layout
-//! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement.
-//! - [`context`]: [`GrainContext`], a grain's identity, state and references to others.
-//! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask` builders.
+//! Each module uses only those listed above it:
 //! - [`storage`]: the [`GrainStorage`] trait every state provider implements.
-//! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
 //! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).
 //! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
-//! - [`activation`]: the turn loop that owns one grain instance (host-facing).
+//! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement, and the
+//!   [`GrainContext`] they get (identity, state).
+//! - [`activation`]: the turn loop that owns one grain instance, and its handler table
+//!   (host-facing).
+//! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
+//! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask` builders (and
+//!   [`GrainContext::grain`], a reference from inside a grain).
 //!
 //! # Example
 //! ```
@@ -56,9 +59,9 @@
     unreachable_pub,
     rust_2018_idioms
 )]
+#![deny(missing_docs)]
 
 pub mod activation;
-pub mod context;
 pub mod envelope;
 pub mod grain;
 pub mod reference;
@@ -66,8 +69,7 @@ pub mod registry;
 pub mod router;
 pub mod storage;
 
-pub use context::GrainContext;
-pub use grain::{Grain, GrainError, Handler, Message};
+pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};
 pub use reference::{Ask, GrainRef, Tell, DEFAULT_CALL_TIMEOUT};
 pub use registry::RegisteredMessage;
@@ -76,8 +78,7 @@ pub use storage::{Etag, GrainStorage, StorageError, StoredState};
 
 /// One import for grain authors: `use granary_runtime::prelude::*;`.
 pub mod prelude {
-    pub use crate::context::GrainContext;
-    pub use crate::grain::{Grain, GrainError, Handler};
+    pub use crate::grain::{Grain, GrainContext, GrainError, Handler};
     pub use crate::reference::GrainRef;
     pub use crate::storage::StorageError;
     pub use async_trait::async_trait;
@@ -87,7 +88,9 @@ pub mod prelude {
 /// Support for [`register_grain!`]; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::activation::HandlerEntry;
     pub use crate::activation::{spawn_activation, ActivationArgs};
-    pub use crate::registry::{GrainTypeEntry, HandlerEntry, MessageVTable};
+    pub use crate::envelope::MessageVTable;
+    pub use crate::registry::GrainTypeEntry;
     pub use inventory;
 }

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::envelope::{Body, Envelope, ReplyTo};
-use crate::grain::{Grain, Handler, Message};
+use crate::grain::{Grain, GrainContext, Handler, Message};
 use crate::registry::{registry, RegisteredMessage};
 use crate::router::Router;
 
@@ -96,6 +96,13 @@ impl<G: Grain> GrainRef<G> {
             reply,
             hops: 0,
         })
+    }
+}
+
+impl<G: Grain> GrainContext<G> {
+    /// A reference to another grain (or this one), for `tell`/`ask`.
+    pub fn grain<T: Grain>(&self, key: impl fmt::Display) -> GrainRef<T> {
+        GrainRef::new(self.router.clone(), key)
     }
 }
 

@@ -10,31 +10,14 @@ use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use granary_proto::{codec, CallError, CodecError};
 
 use crate::activation::ActivationArgs;
-use crate::context::GrainContext;
-use crate::envelope::{Body, LocalReply, ReplyKind, ReplyValue};
-use crate::grain::{Grain, GrainError, Handler, Message};
-use crate::storage::StorageError;
+use crate::envelope::{LocalReply, MessageVTable};
+use crate::grain::{Grain, Handler, Message};
 
-/// How to move one message type `M` of one grain type `G` across the wire.
-pub struct MessageVTable {
-    /// `G::TYPE_NAME`.
-    pub grain_type: &'static str,
-    /// The message's wire name within the grain type.
-    pub message: &'static str,
-    /// `TypeId` of `G`.
-    pub grain_type_id: fn() -> TypeId,
-    /// `TypeId` of `M`.
-    pub message_type_id: fn() -> TypeId,
-    /// Encodes a `Box<M>` given as `&dyn Any`.
-    pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
-    /// Decodes an encoded reply into a boxed `<G as Handler<M>>::Reply`.
-    pub decode_reply: fn(&[u8]) -> Result<LocalReply, CodecError>,
-}
-
+/// [`MessageVTable`]s are built here, where grain types are known; the envelope that
+/// carries one only needs its function pointers.
 impl MessageVTable {
     /// The vtable of `M` for `G`, named `message` on the wire.
     pub const fn new<G: Handler<M>, M: Message>(message: &'static str) -> Self {
@@ -49,12 +32,6 @@ impl MessageVTable {
     }
 }
 
-impl fmt::Debug for MessageVTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MessageVTable({}::{})", self.grain_type, self.message)
-    }
-}
-
 fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError> {
     let msg = value
         .downcast_ref::<M>()
@@ -64,75 +41,6 @@ fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, Codec
 
 fn decode_reply<G: Handler<M>, M: Message>(bytes: &[u8]) -> Result<LocalReply, CodecError> {
     Ok(Box::new(codec::decode::<G::Reply>(bytes)?))
-}
-
-/// Runs one message on a grain: decode or unbox it, call the handler, shape the reply.
-pub type HandleFn<G> = for<'a> fn(
-    &'a mut G,
-    &'a mut GrainContext<G>,
-    Body,
-    ReplyKind,
-) -> BoxFuture<'a, Result<ReplyValue, CallError>>;
-
-/// One row of a grain type's handler table.
-pub struct HandlerEntry<G: Grain> {
-    /// The message's wire name.
-    pub message: &'static str,
-    /// Its handler.
-    pub handle: HandleFn<G>,
-}
-
-impl<G: Grain> HandlerEntry<G> {
-    /// The row for `M`, named `message` on the wire.
-    pub const fn new<M: Message>(message: &'static str) -> Self
-    where
-        G: Handler<M>,
-    {
-        Self {
-            message,
-            handle: handle_message::<G, M>,
-        }
-    }
-}
-
-impl<G: Grain> fmt::Debug for HandlerEntry<G> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HandlerEntry({})", self.message)
-    }
-}
-
-fn handle_message<'a, G: Handler<M>, M: Message>(
-    grain: &'a mut G,
-    ctx: &'a mut GrainContext<G>,
-    body: Body,
-    kind: ReplyKind,
-) -> BoxFuture<'a, Result<ReplyValue, CallError>> {
-    Box::pin(async move {
-        let msg: M = match body {
-            Body::Local { value, .. } => *value
-                .downcast::<M>()
-                .map_err(|_| CallError::Codec("message type mismatch".into()))?,
-            Body::Encoded { bytes, .. } => {
-                codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
-            }
-        };
-        let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
-        match kind {
-            ReplyKind::None => Ok(ReplyValue::None),
-            ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
-            ReplyKind::Encoded => codec::encode(&reply)
-                .map(ReplyValue::Encoded)
-                .map_err(|e| CallError::Codec(e.to_string())),
-        }
-    })
-}
-
-/// Maps a handler's error to the call error the caller sees.
-pub(crate) fn handler_error(err: GrainError) -> CallError {
-    match err.downcast_ref::<StorageError>() {
-        Some(storage) => CallError::Storage(storage.to_string()),
-        None => CallError::Handler(err.to_string()),
-    }
 }
 
 /// A registered grain type, as submitted by [`register_grain!`](crate::register_grain).

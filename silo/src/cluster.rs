@@ -20,7 +20,6 @@
 //! serving the directory and store until they have released their grains.
 
 mod local;
-mod resolver;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -29,7 +28,7 @@ use std::time::Duration;
 
 use granary_net::routing::ClusterRouter;
 use granary_net::transport::{ClusterKey, Peers, TransportConfig};
-use granary_proto::frame::{Request, SiloAddr};
+use granary_proto::frame::SiloAddr;
 use granary_proto::packet::{LoadReport, SiloId};
 use granary_proto::GrainId;
 use granary_runtime::{Grain, GrainRef, GrainStorage, Router};
@@ -49,8 +48,8 @@ use crate::silo::{build_catalog, StartError};
 use crate::storage::RemoteStorage;
 use crate::transport::serve;
 
+use crate::resolver::{silo_addr, SiloResolver};
 pub(crate) use local::SiloLocal;
-pub(crate) use resolver::SiloResolver;
 
 /// How long a master waits, at shutdown, for slaves to release their grains.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -135,11 +134,6 @@ fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
         }
         None => bound,
     }
-}
-
-/// The silo-address form of a membership id.
-pub(crate) fn silo_addr(id: &SiloId) -> SiloAddr {
-    SiloAddr::new(id.tcp, id.generation)
 }
 
 impl ClusterSilo {
@@ -547,9 +541,4 @@ async fn watch_membership(
             changed = updates.changed() => if changed.is_err() { return },
         }
     }
-}
-
-/// The request a slave sends to release a grain's directory entry.
-pub(crate) fn unregister_request(grain: GrainId, silo: SiloAddr) -> Request {
-    Request::DirectoryUnregister { grain, silo }
 }

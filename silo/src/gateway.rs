@@ -16,8 +16,8 @@ use granary_proto::CallError;
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
 use tokio::time::Instant;
 
-use crate::cluster::SiloResolver;
 use crate::directory::Directory;
+use crate::resolver::SiloResolver;
 use crate::storage::remote::to_wire;
 use crate::transport::RequestHandler;
 

@@ -13,8 +13,11 @@
 //! - [`cluster`]: [`ClusterSilo`], wiring membership, transport, directory and fencing.
 //! - [`membership`]: the UDP protocol (HANDSHAKE, WELCOME, HEARTBEAT, SHUTDOWN, …).
 //! - [`directory`]: the master's grain directory and placement.
+//! - `resolver`: where a grain lives, asked of the master's directory (local on the
+//!   master, over TCP from a slave).
 //! - `gateway`: what a silo answers on its TCP port.
-//! - [`transport`]: the TCP server (the calling side lives in `granary-client`).
+//! - [`transport`]: the TCP server (the calling side, shared with clients, is
+//!   `granary-net`).
 //! - [`cli`]: the `silo` command line; a grain crate's silo binary calls [`cli::main`].
 //! - `testing` (feature `test-util`): `TestCluster`, a whole cluster in one process.
 //!
@@ -42,6 +45,7 @@ pub mod directory;
 pub mod dispatcher;
 mod gateway;
 pub mod membership;
+mod resolver;
 pub mod silo;
 pub mod storage;
 #[cfg(feature = "test-util")]

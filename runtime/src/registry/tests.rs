@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::*;
-use crate::context::GrainContext;
+use crate::activation::handler_error;
+use crate::grain::{GrainContext, GrainError};
+use crate::storage::StorageError;
 
 struct Pinned;
 #[derive(Serialize, Deserialize, Debug, PartialEq)]

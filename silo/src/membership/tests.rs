@@ -579,7 +579,9 @@ fn throttle_backs_off_while_the_cause_persists() {
     let later = t0 + Duration::from_secs(600);
     assert_eq!(throttle.allow(later), Some(289));
     assert_eq!(throttle.allow(later + Duration::from_millis(500)), None);
-    assert!(throttle.allow(later + Duration::from_millis(1500)).is_some());
+    assert!(throttle
+        .allow(later + Duration::from_millis(1500))
+        .is_some());
 }
 
 fn lonely_slave(now: Instant) -> Protocol {
@@ -604,7 +606,10 @@ fn an_unanswered_slave_reports_once_per_back_off_step() {
     let mut handshakes = 0;
     for i in 1..=100 {
         slave.on_tick(t0 + INTERVAL * i, LoadReport::default(), &mut out);
-        handshakes += out.drain(..).filter(|(_, b)| *b == PacketBody::Handshake).count();
+        handshakes += out
+            .drain(..)
+            .filter(|(_, b)| *b == PacketBody::Handshake)
+            .count();
         if i == 2 {
             assert_eq!(reports(&slave), 0, "nothing before one lease of silence");
         }

@@ -12,10 +12,20 @@ use granary_proto::{CallError, GrainId};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{silo_addr, unregister_request};
 use crate::directory::{Candidate, Directory};
 use crate::dispatcher::ReleaseHook;
 use crate::membership::MembershipSnapshot;
+use granary_proto::packet::SiloId;
+
+/// The silo-address form of a membership id.
+pub(crate) fn silo_addr(id: &SiloId) -> SiloAddr {
+    SiloAddr::new(id.tcp, id.generation)
+}
+
+/// The request a slave sends to release a grain's directory entry.
+fn unregister_request(grain: GrainId, silo: SiloAddr) -> Request {
+    Request::DirectoryUnregister { grain, silo }
+}
 
 /// How long a slave waits for the master to acknowledge a released grain.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
