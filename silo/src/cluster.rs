@@ -238,7 +238,21 @@ impl ClusterSilo {
         if let Some(directory) = &directory {
             tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
         }
-        tracing::info!("silo started: {role} {me}; grain store: {}", storage.name());
+        let keyed = if cluster.membership.cluster_key.is_some() {
+            "with the cluster key"
+        } else {
+            "without a cluster key"
+        };
+        match (role, cluster.membership.master) {
+            (SiloRole::Slave, Some(master)) => tracing::info!(
+                "silo started: slave {me}, joining the master at {master} {keyed}; grain store: {}",
+                storage.name()
+            ),
+            _ => tracing::info!(
+                "silo started: {role} {me} {keyed}; grain store: {}",
+                storage.name()
+            ),
+        }
         Ok(ClusterSilo {
             me,
             role,

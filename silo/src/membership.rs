@@ -157,10 +157,10 @@ impl Membership {
             "unsigned: no cluster key"
         };
         match (config.role, config.master) {
-            (SiloRole::Slave, Some(master)) => tracing::info!(
-                "membership starting: slave {me}, joining the master at {master} (packets {signed})"
+            (SiloRole::Slave, Some(master)) => tracing::debug!(
+                "membership: joining the master at {master} as {me} (packets {signed})"
             ),
-            _ => tracing::info!("membership starting: master {me} (packets {signed})"),
+            _ => tracing::debug!("membership: master {me} (packets {signed})"),
         }
         let tasks = TaskTracker::new();
         tasks.spawn_on(

@@ -142,25 +142,26 @@ pub(crate) fn build_catalog(
         release: OnceLock::new(),
     });
     let mut dispatchers = HashMap::new();
+    let mut described = Vec::new();
     for entry in types {
         let idle = config.idle_timeout_for(entry.type_name, entry.idle_timeout);
         let messages: Vec<&str> = entry.messages.iter().map(|m| m.message).collect();
-        tracing::info!(
-            "grain type {} (`{}`): handles {}; idle timeout {}",
+        described.push(format!(
+            "{} ({}: {}; idle {})",
             entry.type_name,
             entry.rust_name,
             messages.join(", "),
             humantime::format_duration(idle)
-        );
+        ));
         dispatchers.insert(
             entry.type_name,
             Dispatcher::new(entry, idle, config.mailbox_capacity, shared.clone()),
         );
     }
     tracing::info!(
-        "{} grain type(s) ready; grain store: {}",
-        dispatchers.len(),
-        shared.storage.name()
+        "{} grain type(s): {}",
+        described.len(),
+        described.join("; ")
     );
     Ok(Arc::new(Catalog::new(dispatchers, shared)))
 }

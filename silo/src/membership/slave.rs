@@ -60,8 +60,9 @@ pub(super) struct Slave {
 const REPORT_MAX: Duration = Duration::from_secs(60);
 
 /// While a slave is not joined: what it reports, and when. The first line comes after
-/// one lease of unanswered HANDSHAKEs (or at once when the master rejects our cluster
-/// key), then after 2, 4, 8 … leases, up to [`REPORT_MAX`]: one line per back-off step.
+/// two unanswered HANDSHAKEs (or at the next tick when the master rejects our cluster
+/// key), then after silences of 4, 8, 16 … heartbeat intervals, up to [`REPORT_MAX`]:
+/// one line per back-off step.
 #[derive(Debug)]
 struct Unjoined {
     /// When the slave started handshaking.
@@ -79,12 +80,13 @@ struct Unjoined {
 }
 
 impl Unjoined {
-    fn new(now: Instant, lease: Duration) -> Self {
+    fn new(now: Instant, interval: Duration) -> Self {
+        let first = interval * 2;
         Self {
             since: now,
             handshakes: 0,
-            next_report: now + lease,
-            every: lease,
+            next_report: now + first,
+            every: first,
             reports: 0,
             rejected: None,
         }
@@ -110,7 +112,7 @@ impl Slave {
             last_heard: now,
             master_seq: 0,
             shutdown_requested: false,
-            unjoined: Unjoined::new(now, params.lease()),
+            unjoined: Unjoined::new(now, params.heartbeat_interval()),
         }
     }
 
@@ -326,7 +328,7 @@ impl Slave {
         if self.joined {
             self.joined = false;
             self.table.dirty.membership = true;
-            self.unjoined = Unjoined::new(now, self.lease());
+            self.unjoined = Unjoined::new(now, self.params.heartbeat_interval());
         }
     }
 
