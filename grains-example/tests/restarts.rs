@@ -54,13 +54,12 @@ async fn restarted_slave(procs: &mut Procs) {
 
     // The master saw a new generation on the old addresses and dropped the old one at
     // once (no lease wait).
-    let replaced = format!(
-        "slave restarted; old generation declared dead old={}",
-        procs.ports(victim).tcp
-    );
+    let replaced = format!("slave restarted: {}/udp:", procs.ports(victim).tcp);
     assert!(
-        procs.log(cluster.master).contains(&replaced),
-        "the master did not log `{replaced}`"
+        procs.log(cluster.master).lines().any(
+            |line| line.contains(&replaced) && line.contains("(the old run is declared dead)")
+        ),
+        "the master did not log `{replaced}… (the old run is declared dead)`"
     );
     // The old grains come back with their state. `client` still caches the old
     // generation's address, which the new process now answers.
@@ -129,8 +128,8 @@ async fn restarted_master(procs: &mut Procs) {
     // and join the new generation; they do not exit.
     let deadline = killed + START;
     for &slave in &cluster.slaves {
-        let joined = format!("slave joined slave={}", procs.ports(slave).tcp);
-        while !procs.log(master).contains(&joined) {
+        let tcp = procs.ports(slave).tcp;
+        while !procs.logged_slave(master, tcp, "joined") {
             procs.check_alive(master).unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 Instant::now() < deadline,

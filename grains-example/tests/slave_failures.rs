@@ -337,10 +337,10 @@ async fn slave_sigterm(procs: &mut Procs) {
         took < Duration::from_millis(2500),
         "hand-over took {took:?}, as long as a lease"
     );
-    let left = format!("slave left slave={}", procs.ports(victim).tcp);
+    let victim_tcp = procs.ports(victim).tcp;
     assert!(
-        procs.log(cluster.master).contains(&left),
-        "the master did not log `{left}`"
+        procs.logged_slave(cluster.master, victim_tcp, "left"),
+        "the master did not log `slave {victim_tcp}/… left`"
     );
     let on_heir = procs.activated::<Counter>(heir);
     assert!(

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -309,6 +310,18 @@ impl Procs {
                 tail(&log, 30)
             );
         }
+    }
+
+    /// Whether silo `i` logged a line about slave `tcp` as the master names slaves,
+    /// `slave TCP/udp:UDP#GENERATION WHAT…`, with `what` right after the id: `"left"`,
+    /// `"joined"` (which also matches `joined again`).
+    pub fn logged_slave(&self, i: usize, tcp: SocketAddr, what: &str) -> bool {
+        let who = format!("slave {tcp}/udp:");
+        self.log(i).lines().any(|line| {
+            line.split_once(&who)
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .is_some_and(|(_, after)| after.starts_with(what))
+        })
     }
 
     /// Keys of the grains of type `G` that process `i` activated (per its log).
