@@ -89,6 +89,41 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Every variant's [`CallError::kind`], in declaration order (for metrics labels).
+    pub const KINDS: [&'static str; 12] = [
+        "timeout",
+        "unknown_grain_type",
+        "unknown_message",
+        "handler",
+        "panicked",
+        "mailbox_full",
+        "storage",
+        "codec",
+        "unreachable",
+        "lost",
+        "shutting_down",
+        "activation_failed",
+    ];
+
+    /// The variant's name in snake case, without its details: a bounded label.
+    pub fn kind(&self) -> &'static str {
+        let index = match self {
+            CallError::Timeout => 0,
+            CallError::UnknownGrainType(_) => 1,
+            CallError::UnknownMessage { .. } => 2,
+            CallError::Handler(_) => 3,
+            CallError::Panicked(_) => 4,
+            CallError::MailboxFull => 5,
+            CallError::Storage(_) => 6,
+            CallError::Codec(_) => 7,
+            CallError::Unreachable(_) => 8,
+            CallError::Lost(_) => 9,
+            CallError::ShuttingDown => 10,
+            CallError::ActivationFailed(_) => 11,
+        };
+        Self::KINDS[index]
+    }
+
     /// True when the message certainly did not reach a handler, so a retry cannot
     /// apply it twice.
     pub fn is_not_delivered(&self) -> bool {

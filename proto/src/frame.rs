@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::codec::{self, CodecError};
+use crate::status::{ClusterStatus, SiloStatus};
 use crate::{CallError, GrainId};
 
 /// Default cap on one frame (version byte + body): 8 MiB.
@@ -154,6 +155,11 @@ pub enum Request {
     },
     /// Liveness and latency probe. Answered with [`Response::Pong`].
     Ping,
+    /// What this silo reports about itself. Answered with [`Response::SiloStatus`].
+    SiloStatus,
+    /// The whole cluster as the master sees it; a slave asks the master. Answered with
+    /// [`Response::ClusterStatus`].
+    ClusterStatus,
 }
 
 /// What a peer answers.
@@ -175,6 +181,10 @@ pub enum Response {
     /// directory says `owner` does. Nothing was delivered; the caller fixes its cache
     /// and sends the call there.
     Moved(SiloAddr),
+    /// Answer to [`Request::SiloStatus`].
+    SiloStatus(Box<SiloStatus>),
+    /// Answer to [`Request::ClusterStatus`].
+    ClusterStatus(Result<Box<ClusterStatus>, CallError>),
 }
 
 /// A storage failure as it crosses the wire; mirrors the runtime's `StorageError`

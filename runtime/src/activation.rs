@@ -59,6 +59,25 @@ pub struct ActivationArgs {
     pub stop: CancellationToken,
     /// Counters the host reads for placement and replication decisions.
     pub stats: Arc<ActivationStats>,
+    /// Sees every turn (the host's per-type metrics).
+    pub observer: Arc<dyn TurnObserver>,
+}
+
+/// Sees every message an activation handles: which one, how long the handler took and
+/// how it ended. The host implements it for its metrics; it runs on the turn's task, so
+/// it must be cheap and never block.
+pub trait TurnObserver: Send + Sync + 'static {
+    /// One message was handled. `message` is its wire name; `failed` is the error the
+    /// call ended with (the handler's own error, a storage error, a panic), if any.
+    fn turn(&self, message: &'static str, elapsed: Duration, failed: Option<&CallError>);
+}
+
+/// A [`TurnObserver`] that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl TurnObserver for NoObserver {
+    fn turn(&self, _message: &'static str, _elapsed: Duration, _failed: Option<&CallError>) {}
 }
 
 impl fmt::Debug for ActivationArgs {
@@ -257,6 +276,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         idle_timeout,
         stop,
         stats,
+        observer,
     } = args;
     let mut ctx = GrainContext::<G>::new(id.clone(), storage, router.clone());
 
@@ -309,7 +329,8 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                 () = &mut stopped => break Exit::Stop,
                 next = mailbox.recv() => {
                     let Some(envelope) = next else { break Exit::Stop };
-                    let panicked = turn(&mut grain, &mut ctx, handlers, *envelope).await;
+                    let panicked =
+                        turn(&mut grain, &mut ctx, handlers, *envelope, observer.as_ref()).await;
                     last_active = Instant::now();
                     stats.record_turn(last_active, &mut window);
                     if panicked {
@@ -373,6 +394,7 @@ async fn turn<G: Grain>(
     ctx: &mut GrainContext<G>,
     handlers: &'static [HandlerEntry<G>],
     envelope: Envelope,
+    observer: &dyn TurnObserver,
 ) -> bool {
     let Envelope { body, reply, .. } = envelope;
     let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
@@ -383,18 +405,22 @@ async fn turn<G: Grain>(
         return false;
     };
     let kind = reply.kind();
+    let started = Instant::now();
     match AssertUnwindSafe((entry.handle)(grain, ctx, body, kind))
         .catch_unwind()
         .await
     {
         Ok(result) => {
+            observer.turn(entry.message, started.elapsed(), result.as_ref().err());
             reply.complete(result);
             false
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
             tracing::error!(grain = %ctx.id(), message = entry.message, panic = %msg, "handler panicked; deactivating");
-            reply.fail(CallError::Panicked(msg));
+            let err = CallError::Panicked(msg);
+            observer.turn(entry.message, started.elapsed(), Some(&err));
+            reply.fail(err);
             true
         }
     }

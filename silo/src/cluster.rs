@@ -20,6 +20,7 @@
 //! serving the directory and store until they have released their grains.
 
 mod local;
+mod tasks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -30,7 +31,8 @@ use granary_net::routing::ClusterRouter;
 use granary_net::transport::{ClusterKey, Peers, TransportConfig};
 use granary_proto::frame::SiloAddr;
 use granary_proto::packet::{LoadReport, SiloId};
-use granary_proto::GrainId;
+use granary_proto::status::{ClusterEvent, ClusterStatus, SiloStatus};
+use granary_proto::{CallError, GrainId};
 use granary_runtime::{Grain, GrainRef, GrainStorage, Router};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -40,16 +42,19 @@ use tokio_util::task::TaskTracker;
 
 use crate::catalog::Catalog;
 use crate::config::SiloConfig;
-use crate::directory::{Directory, TENTATIVE_TTL};
+use crate::directory::Directory;
 use crate::dispatcher::DispatcherStats;
 use crate::gateway::Gateway;
-use crate::membership::{MemberStatus, Membership, MembershipConfig, MembershipSnapshot, SiloRole};
+use crate::membership::{Membership, MembershipConfig, MembershipSnapshot, SiloRole};
+use crate::observe::status::StatusSource;
+use crate::observe::EventLog;
 use crate::silo::{build_catalog, StartError};
 use crate::storage::RemoteStorage;
 use crate::transport::serve;
 
 use crate::resolver::{silo_addr, SiloResolver};
 pub(crate) use local::SiloLocal;
+use tasks::{report_load, sweep_directory, watch_membership, watch_placements};
 
 /// How long a master waits, at shutdown, for slaves to release their grains.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,6 +129,8 @@ pub struct ClusterSilo {
     tasks: TaskTracker,
     /// Drain timeout for a master's shutdown.
     drain_timeout: Duration,
+    /// Builds status reports (also served to peers by the gateway).
+    status: Arc<StatusSource>,
 }
 
 fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
@@ -209,11 +216,21 @@ impl ClusterSilo {
 
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let events = Arc::new(EventLog::new());
+        let status = Arc::new(StatusSource {
+            me,
+            role,
+            started: Instant::now(),
+            catalog: catalog.clone(),
+            membership: membership.subscribe(),
+            events: events.clone(),
+        });
         let gateway = Arc::new(Gateway::new(
             router.clone(),
             resolver,
             directory.clone(),
             (role == SiloRole::Master).then(|| storage.clone()),
+            status.clone(),
         ));
         tasks.spawn(serve(
             listener,
@@ -233,10 +250,17 @@ impl ClusterSilo {
             directory.clone(),
             router.clone(),
             local,
+            events.clone(),
             stop.clone(),
         ));
         if let Some(directory) = &directory {
             tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
+            tasks.spawn(watch_placements(
+                directory.clone(),
+                me,
+                events.clone(),
+                stop.clone(),
+            ));
         }
         let keyed = if cluster.membership.cluster_key.is_some() {
             "with the cluster key"
@@ -263,7 +287,24 @@ impl ClusterSilo {
             stop,
             tasks,
             drain_timeout: cluster.drain_timeout,
+            status,
         })
+    }
+
+    /// What this silo reports about itself (as `client status` shows it).
+    pub fn status(&self) -> SiloStatus {
+        self.status.silo_status()
+    }
+
+    /// The whole cluster as the master sees it (a slave asks its master).
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, CallError> {
+        self.status.cluster_status(self.router.peers()).await
+    }
+
+    /// Recent cluster events this silo recorded (on the master: joins, departures,
+    /// deaths, placement storms; on a slave: its own fencing), oldest first.
+    pub fn events(&self) -> Vec<ClusterEvent> {
+        self.status.events.recent()
     }
 
     /// This silo's membership id (TCP and UDP addresses, generation).
@@ -421,138 +462,4 @@ async fn deactivate_all(catalog: &Catalog) {
     shared.stop.cancel();
     shared.tracker.close();
     shared.tracker.wait().await;
-}
-
-/// Publishes this silo's load for heartbeats, once per heartbeat interval.
-async fn report_load(
-    catalog: Arc<Catalog>,
-    load: watch::Sender<LoadReport>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {
-                let (activations, queued) = catalog.load();
-                load.send_replace(LoadReport { activations: activations as u64, queue_depth: queued as u64 });
-            }
-        }
-    }
-}
-
-/// On the master: drops placements nobody confirmed (see [`crate::directory`]).
-async fn sweep_directory(directory: Arc<Directory>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {
-                let swept = directory.sweep(TENTATIVE_TTL);
-                if swept > 0 {
-                    tracing::info!(entries = swept, "dropped directory placements that were never activated");
-                }
-            }
-        }
-    }
-}
-
-/// How often the master sweeps unconfirmed directory placements.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-
-/// Reacts to membership changes: departed silos lose their directory entries (master),
-/// cached routes and connections (everyone, so calls in flight fail fast); a slave cut
-/// off from its master fences itself.
-async fn watch_membership(
-    mut updates: watch::Receiver<Arc<MembershipSnapshot>>,
-    role: SiloRole,
-    directory: Option<Arc<Directory>>,
-    router: Arc<ClusterRouter>,
-    local: Arc<SiloLocal>,
-    stop: CancellationToken,
-) {
-    let mut handled = std::collections::HashSet::new();
-    let mut master_seen = None;
-    loop {
-        let snapshot = updates.borrow_and_update().clone();
-        if role == SiloRole::Slave {
-            if let (Some(old), Some(new)) = (master_seen, snapshot.master) {
-                if old != new {
-                    // A new master (a restart) starts with an empty directory: grains
-                    // active here are unknown to it and could be placed elsewhere too.
-                    tracing::warn!(
-                        "the master restarted ({old} is now {new}): deactivating every grain here"
-                    );
-                    local.deactivate_all();
-                    router.forget_all();
-                }
-            }
-            if snapshot.master.is_some() {
-                master_seen = snapshot.master;
-            }
-        }
-        for member in snapshot.members.values() {
-            if member.id == snapshot.me
-                || member.status == MemberStatus::Active
-                || !handled.insert(member.id)
-            {
-                continue;
-            }
-            let addr = silo_addr(&member.id);
-            if let Some(directory) = &directory {
-                let dropped = directory.remove_silo(addr);
-                let how = match member.status {
-                    MemberStatus::Dead => "died",
-                    _ => "left",
-                };
-                tracing::info!(
-                    "silo {} {how} ({dropped} directory entries dropped)",
-                    member.id
-                );
-            }
-            router.forget_silo(addr);
-            if member.status == MemberStatus::Dead {
-                // Calls in flight to a dead silo fail now, not at their deadline. A silo
-                // that leaves gracefully keeps its connections until it has answered.
-                router.peers().disconnect(addr.addr);
-            }
-        }
-        let fenced = role == SiloRole::Slave && !snapshot.master_reachable;
-        if local.set_fenced(fenced) {
-            if fenced {
-                let master_leaving = snapshot
-                    .master
-                    .and_then(|m| snapshot.get(&m))
-                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
-                let me_leaving = snapshot
-                    .get(&snapshot.me)
-                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
-                if me_leaving {
-                    tracing::debug!("leaving the cluster: no new grains here");
-                } else if master_leaving {
-                    tracing::info!("the master is shutting down: deactivating every grain here");
-                } else {
-                    tracing::warn!(
-                        "cut off from the master: fencing (deactivating every grain here)"
-                    );
-                }
-                router.forget_all();
-            } else if role == SiloRole::Slave {
-                match snapshot.master {
-                    Some(master) => tracing::info!(
-                        "joined the cluster of master {}: serving grains",
-                        master.tcp
-                    ),
-                    None => tracing::info!("joined the cluster: serving grains"),
-                }
-            }
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            changed = updates.changed() => if changed.is_err() { return },
-        }
-    }
 }

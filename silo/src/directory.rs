@@ -42,6 +42,8 @@ pub struct Candidate {
 pub struct Directory {
     /// Entries and per-silo counts; never locked across an `.await`.
     inner: Mutex<Inner>,
+    /// Grains placed since the directory was created (metrics, placement storms).
+    placements: std::sync::atomic::AtomicU64,
 }
 
 /// One directory entry.
@@ -146,7 +148,14 @@ impl Directory {
             placed: Instant::now(),
         };
         inner.insert(grain.clone(), entry);
+        self.placements
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(silo)
+    }
+
+    /// Grains placed since the directory was created.
+    pub fn placements(&self) -> u64 {
+        self.placements.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops placements nobody confirmed within `ttl`; returns how many.

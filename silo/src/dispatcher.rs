@@ -24,6 +24,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::observe::TypeStats;
+
 /// What every dispatcher of a silo shares: storage, the router given to grains, the
 /// stop signal and the tracker that owns every activation task.
 pub(crate) struct HostShared {
@@ -74,6 +76,8 @@ pub struct Dispatcher {
     shared: Arc<HostShared>,
     /// This dispatcher, for handing itself to new activations from `&self`.
     me: Weak<Dispatcher>,
+    /// What the type's activations did (fed by every turn).
+    type_stats: Arc<TypeStats>,
 }
 
 /// Load of one activation.
@@ -118,6 +122,10 @@ impl Dispatcher {
             activations: Mutex::new(HashMap::new()),
             shared,
             me: me.clone(),
+            type_stats: Arc::new(TypeStats::new(
+                entry.type_name,
+                entry.messages.iter().map(|m| m.message),
+            )),
         })
     }
 
@@ -204,7 +212,9 @@ impl Dispatcher {
             idle_timeout: self.idle_timeout,
             stop: stop.clone(),
             stats: stats.clone(),
+            observer: self.type_stats.clone(),
         });
+        self.type_stats.activation_created();
         Slot {
             activation_id,
             sender,
@@ -219,6 +229,11 @@ impl Dispatcher {
             .get()
             .expect("router is set before the silo serves")
             .clone()
+    }
+
+    /// What this type's activations did since the silo started.
+    pub fn type_stats(&self) -> &Arc<TypeStats> {
+        &self.type_stats
     }
 
     /// Number of live activations.
@@ -301,6 +316,7 @@ impl ActivationHost for Dispatcher {
         mailbox: &mut Mailbox,
         leftovers: Leftovers,
     ) {
+        self.type_stats.activation_ended();
         let mut table = self.table();
         if table
             .get(&id.key)

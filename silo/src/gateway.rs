@@ -4,6 +4,7 @@
 //!   else answered `Moved(owner)`;
 //! - directory requests: answered by the master (a slave forwards resolves to it);
 //! - storage requests: served by the master from its store;
+//! - status: this silo's report; the cluster's (assembled by the master);
 //! - ping.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
 use tokio::time::Instant;
 
 use crate::directory::Directory;
+use crate::observe::status::StatusSource;
 use crate::resolver::SiloResolver;
 use crate::storage::remote::to_wire;
 use crate::transport::RequestHandler;
@@ -32,6 +34,8 @@ pub(crate) struct Gateway {
     directory: Option<Arc<Directory>>,
     /// The grain store served to slaves, on the master.
     store: Option<Arc<dyn GrainStorage>>,
+    /// Builds status reports.
+    status: Arc<StatusSource>,
 }
 
 impl Gateway {
@@ -40,12 +44,14 @@ impl Gateway {
         resolver: Arc<SiloResolver>,
         directory: Option<Arc<Directory>>,
         store: Option<Arc<dyn GrainStorage>>,
+        status: Arc<StatusSource>,
     ) -> Self {
         Self {
             router,
             resolver,
             directory,
             store,
+            status,
         }
     }
 
@@ -107,6 +113,13 @@ impl RequestHandler for Gateway {
                 })
             }
             Request::Ping => Response::Pong,
+            Request::SiloStatus => Response::SiloStatus(Box::new(self.status.silo_status())),
+            Request::ClusterStatus => Response::ClusterStatus(
+                self.status
+                    .cluster_status(self.router.peers())
+                    .await
+                    .map(Box::new),
+            ),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`cluster`]: [`ClusterSilo`], wiring membership, transport, directory and fencing.
 //! - [`membership`]: the UDP protocol (HANDSHAKE, WELCOME, HEARTBEAT, SHUTDOWN, …).
 //! - [`directory`]: the master's grain directory and placement.
+//! - [`observe`]: per-type counters, process usage, the cluster event log, status
+//!   reports.
 //! - `resolver`: where a grain lives, asked of the master's directory (local on the
 //!   master, over TCP from a slave).
 //! - `gateway`: what a silo answers on its TCP port.
@@ -45,6 +47,7 @@ pub mod directory;
 pub mod dispatcher;
 mod gateway;
 pub mod membership;
+pub mod observe;
 mod resolver;
 pub mod silo;
 pub mod storage;

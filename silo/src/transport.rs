@@ -70,6 +70,7 @@ enum RequestKind {
     StorageWrite,
     StorageClear,
     Ping,
+    Status,
 }
 
 impl RequestKind {
@@ -83,6 +84,7 @@ impl RequestKind {
             Request::StorageWrite { .. } => RequestKind::StorageWrite,
             Request::StorageClear { .. } => RequestKind::StorageClear,
             Request::Ping => RequestKind::Ping,
+            Request::SiloStatus | Request::ClusterStatus => RequestKind::Status,
         }
     }
 
@@ -95,6 +97,7 @@ impl RequestKind {
             RequestKind::StorageWrite => "storage write",
             RequestKind::StorageClear => "storage clear",
             RequestKind::Ping => "ping",
+            RequestKind::Status => "status",
         }
     }
 
@@ -107,6 +110,7 @@ impl RequestKind {
             RequestKind::StorageWrite => Response::StorageWrite(Err(failure.storage_error())),
             RequestKind::StorageClear => Response::StorageClear(Err(failure.storage_error())),
             RequestKind::Ping => Response::Pong,
+            RequestKind::Status => Response::ClusterStatus(Err(failure.call_error())),
         }
     }
 }

@@ -72,6 +72,8 @@ pub const FLAG_VARS: &[&str] = &[
     "GRANARY_CLUSTER_KEY",
     "GRANARY_GATEWAY",
     "GRANARY_TIMEOUT",
+    "GRANARY_CONNECT_TIMEOUT",
+    "GRANARY_LOG_FORMAT",
 ];
 
 /// A silo's TCP (grain traffic) and UDP (membership) addresses.
