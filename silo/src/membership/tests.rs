@@ -1,17 +1,26 @@
 //! Unit tests of the membership state machines, driven through an in-memory network
 //! with a hand-moved clock (no sockets, no sleeps).
+//!
+//! This file holds the simulated network ([`Net`], one [`Node`] per silo) and the tests
+//! of joining, leaving and configuration. The children test the rest:
+//! - `failures`: lost heartbeats, leases, REJOIN, unreachable and restarted silos;
+//! - `stray_packets`: replayed packets, strangers and the bounded tombstones;
+//! - `warnings`: how often problems are reported (the throttle, unanswered slaves).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use granary_proto::packet::{DepartureReason, LoadReport, Packet, PacketBody, SiloId};
+use granary_proto::packet::{LoadReport, Packet, PacketBody, SiloId};
 
 use super::config::{MembershipConfig, SiloRole};
-use super::driver::Throttle;
 use super::protocol::{Outbox, Protocol};
 use super::snapshot::{MemberStatus, MembershipSnapshot};
 use super::MembershipError;
+
+mod failures;
+mod stray_packets;
+mod warnings;
 
 const INTERVAL: Duration = Duration::from_millis(100);
 const MASTER_PORT: u16 = 7000;
@@ -251,188 +260,6 @@ fn graceful_leave_is_announced() {
 }
 
 #[test]
-fn silent_slave_is_declared_dead_after_the_lease() {
-    let mut net = joined_cluster(2);
-    let dead = net.nodes[1].id;
-    // Slave 1 goes silent; the rest keep ticking.
-    for round in 0..5 {
-        net.tick(0);
-        net.tick(2);
-        net.deliver_except(|from, _, _| *from == dead);
-        net.advance(INTERVAL);
-        let alive = net.snap(0).is_active(&dead);
-        // Lease is 3 × 100 ms: still alive at 300 ms, dead after.
-        assert_eq!(alive, round < 3, "round {round}");
-    }
-    assert_eq!(net.snap(0).get(&dead).unwrap().status, MemberStatus::Dead);
-    assert!(!net.snap(2).is_active(&dead));
-    assert_eq!(net.snap(2).get(&dead).unwrap().status, MemberStatus::Dead);
-}
-
-#[test]
-fn dead_slave_is_told_to_rejoin() {
-    let mut net = joined_cluster(1);
-    let slave = net.nodes[1].id;
-    // The slave's packets are lost (and it does not tick), but it hears the master.
-    for _ in 0..5 {
-        net.tick(0);
-        net.deliver_except(|from, _, _| *from == slave);
-        net.advance(INTERVAL);
-    }
-    assert!(!net.snap(0).is_active(&slave));
-    assert!(
-        net.snap(1).master_reachable,
-        "the slave has not noticed yet"
-    );
-    // The network heals: the next heartbeat gets REJOIN, the slave handshakes with the
-    // same id, and is welcomed back.
-    net.tick(1);
-    net.deliver();
-    assert_eq!(net.sent("REJOIN"), 1);
-    assert!(net.snap(0).is_active(&slave));
-    assert!(net.snap(1).master_reachable);
-}
-
-#[test]
-fn rejoin_fences_the_slave_until_welcome() {
-    let mut net = joined_cluster(1);
-    let master = net.nodes[0].id;
-    // Deliver a REJOIN by hand and look at the slave before the WELCOME comes back.
-    let mut out = Outbox::new();
-    net.nodes[0].seq += 1;
-    let packet = Packet {
-        from: master,
-        seq: net.nodes[0].seq,
-        body: PacketBody::Rejoin,
-    };
-    net.nodes[1]
-        .protocol
-        .on_packet(net.now, master.udp, packet, &mut out);
-    net.settle(1);
-    assert!(!net.snap(1).master_reachable);
-    assert_eq!(out, vec![(master_addr(), PacketBody::Handshake)]);
-    net.queue(1, out);
-    net.deliver();
-    assert!(net.snap(1).master_reachable);
-}
-
-#[test]
-fn slave_loses_and_regains_an_unreachable_master() {
-    let mut net = joined_cluster(1);
-    let master = net.nodes[0].id;
-    // Everything is lost for longer than the lease.
-    for _ in 0..4 {
-        net.tick_all();
-        net.deliver_except(|_, _, _| true);
-        net.advance(INTERVAL);
-    }
-    net.tick(1);
-    let snap = net.snap(1);
-    assert!(!snap.master_reachable);
-    assert_eq!(snap.master, Some(master));
-    // While unreachable the slave sends HANDSHAKE, which a live master answers.
-    net.rounds(1);
-    assert!(net.snap(1).master_reachable);
-}
-
-#[test]
-fn restarted_master_is_adopted() {
-    let mut net = joined_cluster(2);
-    let old_master = net.nodes[0].id;
-    // The master restarts on the same address with a new generation and no state.
-    let config = MembershipConfig::master().with_heartbeat_interval(INTERVAL);
-    let new_master = sid(MASTER_PORT, 2);
-    net.nodes[0] = Node {
-        id: new_master,
-        protocol: Protocol::new(&config, new_master, net.now),
-        seq: 0,
-        load: LoadReport::default(),
-        version: 1,
-    };
-    net.rounds(3);
-    for i in 1..3 {
-        let snap = net.snap(i);
-        assert_eq!(snap.master, Some(new_master), "node {i}");
-        assert!(snap.master_reachable);
-        assert_eq!(snap.get(&old_master).unwrap().status, MemberStatus::Dead);
-        assert_eq!(snap.active_members().count(), 3);
-    }
-    assert_eq!(net.snap(0).active_slaves().count(), 2);
-}
-
-#[test]
-fn restarted_slave_replaces_its_old_generation() {
-    let mut net = joined_cluster(2);
-    let old = net.nodes[1].id;
-    let new = SiloId {
-        generation: old.generation + 1,
-        ..old
-    };
-    net.nodes[1] = Node {
-        id: new,
-        protocol: Protocol::new(
-            &MembershipConfig::slave(master_addr()).with_heartbeat_interval(INTERVAL),
-            new,
-            net.now,
-        ),
-        seq: 0,
-        load: LoadReport::default(),
-        version: 1,
-    };
-    net.rounds(1);
-    for i in [0, 2] {
-        let snap = net.snap(i);
-        assert_eq!(
-            snap.get(&old).unwrap().status,
-            MemberStatus::Dead,
-            "node {i}"
-        );
-        assert!(snap.is_active(&new), "node {i}");
-    }
-    // A stale HANDSHAKE from the old generation is ignored.
-    let mut out = Outbox::new();
-    let stale = Packet {
-        from: old,
-        seq: 10_000,
-        body: PacketBody::Handshake,
-    };
-    net.nodes[0]
-        .protocol
-        .on_packet(net.now, old.udp, stale, &mut out);
-    assert!(out.is_empty());
-    assert!(!net.snap(0).is_active(&old));
-}
-
-#[test]
-fn replayed_packets_are_dropped() {
-    let mut net = joined_cluster(1);
-    let slave = net.nodes[1].id;
-    let master = net.nodes[0].id;
-    // A replayed (old sequence number) SHUTDOWN from the slave does nothing.
-    let mut out = Outbox::new();
-    let replay = Packet {
-        from: slave,
-        seq: 1,
-        body: PacketBody::Shutdown,
-    };
-    net.nodes[0]
-        .protocol
-        .on_packet(net.now, slave.udp, replay, &mut out);
-    assert!(net.snap(0).is_active(&slave));
-    assert!(out.is_empty());
-    // Same at the slave for an old SHUTDOWN from the master.
-    let replay = Packet {
-        from: master,
-        seq: 1,
-        body: PacketBody::Shutdown,
-    };
-    net.nodes[1]
-        .protocol
-        .on_packet(net.now, master.udp, replay, &mut out);
-    assert!(!net.nodes[1].protocol.shutdown_requested());
-}
-
-#[test]
 fn lost_updates_heal_through_welcome() {
     let mut net = joined_cluster(1);
     let first = net.nodes[1].id;
@@ -472,69 +299,6 @@ fn master_shutdown_requests_slave_shutdown() {
 }
 
 #[test]
-fn packets_from_strangers_are_ignored_by_slaves() {
-    let mut net = joined_cluster(1);
-    let stranger = sid(9999, 1);
-    let mut out = Outbox::new();
-    let packet = Packet {
-        from: stranger,
-        seq: 1,
-        body: PacketBody::SlaveDisconnect {
-            member: net.nodes[0].id,
-            reason: DepartureReason::Dead,
-            view: 99,
-        },
-    };
-    net.nodes[1]
-        .protocol
-        .on_packet(net.now, stranger.udp, packet, &mut out);
-    assert!(out.is_empty());
-    assert!(net.snap(1).is_active(&net.nodes[0].id));
-}
-
-#[test]
-fn unknown_heartbeat_gets_rejoin() {
-    let mut net = Net::new();
-    let stranger = sid(9000, 1);
-    let mut out = Outbox::new();
-    let packet = Packet {
-        from: stranger,
-        seq: 1,
-        body: PacketBody::Heartbeat {
-            load: LoadReport::default(),
-            view: 0,
-        },
-    };
-    net.nodes[0]
-        .protocol
-        .on_packet(net.now, stranger.udp, packet, &mut out);
-    assert_eq!(out, vec![(stranger.udp, PacketBody::Rejoin)]);
-    assert!(!net.snap(0).is_active(&stranger));
-}
-
-#[test]
-fn tombstones_are_bounded() {
-    let mut net = Net::new();
-    let mut out = Outbox::new();
-    for port in 0..(super::table::MAX_TOMBSTONES as u16 + 10) {
-        let id = sid(10_000 + port, 1);
-        for body in [PacketBody::Handshake, PacketBody::Shutdown] {
-            let packet = Packet {
-                from: id,
-                seq: if body == PacketBody::Handshake { 1 } else { 2 },
-                body,
-            };
-            net.nodes[0]
-                .protocol
-                .on_packet(net.now, id.udp, packet, &mut out);
-        }
-    }
-    let snap = net.snap(0);
-    assert_eq!(snap.members.len(), 1 + super::table::MAX_TOMBSTONES);
-    assert_eq!(snap.active_members().count(), 1);
-}
-
-#[test]
 fn config_validation_and_defaults() {
     let config = MembershipConfig::default();
     assert_eq!(config.role, SiloRole::Master);
@@ -562,91 +326,6 @@ fn config_validation_and_defaults() {
     ));
     let keyed = MembershipConfig::default().with_cluster_key("hunter2");
     assert!(!format!("{keyed:?}").contains("hunter2"));
-}
-
-#[test]
-fn throttle_backs_off_while_the_cause_persists() {
-    let mut throttle = Throttle::default();
-    let t0 = Instant::now();
-    // One event every 100 ms for a minute.
-    let lines = (0..600)
-        .filter(|i| throttle.allow(t0 + INTERVAL * *i).is_some())
-        .count();
-    // 0, 1, 3, 7, 15, 31 s (doubling silences), then at 63 s: 6 lines in a minute.
-    assert_eq!(lines, 6);
-    // After a quiet spell, the next line comes at once (counting what was held back)
-    // and the silence starts over at one second.
-    let later = t0 + Duration::from_secs(600);
-    assert_eq!(throttle.allow(later), Some(289));
-    assert_eq!(throttle.allow(later + Duration::from_millis(500)), None);
-    assert!(throttle
-        .allow(later + Duration::from_millis(1500))
-        .is_some());
-}
-
-fn lonely_slave(now: Instant) -> Protocol {
-    let config = MembershipConfig::slave(master_addr())
-        .with_heartbeat_interval(INTERVAL)
-        .with_missed_heartbeats(3);
-    Protocol::new(&config, sid(7100, 1), now)
-}
-
-fn reports(protocol: &Protocol) -> u32 {
-    match protocol {
-        Protocol::Slave(s) => s.unjoined_reports(),
-        Protocol::Master(_) => unreachable!("a slave"),
-    }
-}
-
-#[test]
-fn an_unanswered_slave_reports_once_per_back_off_step() {
-    let t0 = Instant::now();
-    let mut slave = lonely_slave(t0);
-    let mut out = Outbox::new();
-    let mut handshakes = 0;
-    for i in 1..=100 {
-        slave.on_tick(t0 + INTERVAL * i, LoadReport::default(), &mut out);
-        handshakes += out
-            .drain(..)
-            .filter(|(_, b)| *b == PacketBody::Handshake)
-            .count();
-        if i == 1 {
-            assert_eq!(
-                reports(&slave),
-                0,
-                "nothing before two unanswered HANDSHAKEs"
-            );
-        }
-    }
-    assert_eq!(handshakes, 100, "it keeps trying every interval");
-    // Interval 100 ms: reports at 0.2, 0.6, 1.4, 3.0 and 6.2 s: five in ten seconds.
-    assert_eq!(reports(&slave), 5);
-}
-
-#[test]
-fn a_rejected_cluster_key_is_reported_at_the_next_tick() {
-    use granary_proto::packet::AuthRejection;
-    let t0 = Instant::now();
-    let mut slave = lonely_slave(t0);
-    let mut out = Outbox::new();
-    slave.on_rejected(t0, master_addr(), AuthRejection::WrongKey);
-    slave.on_tick(t0 + INTERVAL, LoadReport::default(), &mut out);
-    assert_eq!(reports(&slave), 1);
-    // A rejection from anyone but the master is ignored.
-    let mut other = lonely_slave(t0);
-    other.on_rejected(t0, sid(9999, 1).udp, AuthRejection::WrongKey);
-    other.on_tick(t0 + INTERVAL, LoadReport::default(), &mut out);
-    assert_eq!(reports(&other), 0);
-}
-
-#[test]
-fn throttle_limits_warnings() {
-    let mut throttle = Throttle::default();
-    let t0 = Instant::now();
-    assert_eq!(throttle.allow(t0), Some(0));
-    assert_eq!(throttle.allow(t0 + Duration::from_millis(10)), None);
-    assert_eq!(throttle.allow(t0 + Duration::from_millis(20)), None);
-    assert_eq!(throttle.allow(t0 + Duration::from_secs(2)), Some(2));
 }
 
 #[test]
