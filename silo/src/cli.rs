@@ -84,6 +84,11 @@ pub struct SiloArgs {
     #[arg(long, env = "GRANARY_CLUSTER_KEY", hide_env_values = true)]
     pub cluster_key: Option<String>,
 
+    /// HTTP address (HOST:PORT) for `/metrics` (Prometheus), `/health`, `/ready` and, on
+    /// the master, the dashboard at `/`. Off unless given.
+    #[arg(long, env = "GRANARY_HTTP")]
+    pub http: Option<String>,
+
     /// Log format: `text` for people (colours only on a terminal; NO_COLOR turns them
     /// off), `json` (one object per line) for log shippers. Filter with RUST_LOG.
     #[arg(long, value_enum, env = "GRANARY_LOG_FORMAT", default_value = "text")]
@@ -227,6 +232,9 @@ pub async fn run(args: SiloArgs, shutdown: impl Future<Output = ()>) -> Result<(
         membership = membership.with_cluster_key(key.as_bytes().to_vec());
     }
     let mut cluster = ClusterConfig::master(listen, udp).with_membership(membership);
+    if let Some(addr) = &args.http {
+        cluster.http = Some(resolve_local("--http", addr).await?);
+    }
     if let Some(addr) = &args.advertise {
         cluster.advertise = Some(resolve("--advertise", addr).await?);
     }

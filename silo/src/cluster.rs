@@ -46,6 +46,7 @@ use crate::directory::Directory;
 use crate::dispatcher::DispatcherStats;
 use crate::gateway::Gateway;
 use crate::membership::{Membership, MembershipConfig, MembershipSnapshot, SiloRole};
+use crate::observe::http::{url as http_url, HttpState};
 use crate::observe::status::StatusSource;
 use crate::observe::EventLog;
 use crate::silo::{build_catalog, StartError};
@@ -78,6 +79,9 @@ pub struct ClusterConfig {
     pub transport: TransportConfig,
     /// How long a master waits at shutdown for slaves to release their grains.
     pub drain_timeout: Duration,
+    /// HTTP address to bind for `/metrics`, `/health`, `/ready` and (on the master) the
+    /// dashboard; `None` (the default) serves no HTTP.
+    pub http: Option<SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -91,6 +95,7 @@ impl ClusterConfig {
             membership: MembershipConfig::master(),
             transport: TransportConfig::default(),
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            http: None,
         }
     }
 
@@ -105,6 +110,12 @@ impl ClusterConfig {
     /// Changes the membership settings.
     pub fn with_membership(mut self, membership: MembershipConfig) -> Self {
         self.membership = membership;
+        self
+    }
+
+    /// Serves HTTP (metrics, health probes, the master's dashboard) on `addr`.
+    pub fn with_http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
         self
     }
 }
@@ -131,6 +142,8 @@ pub struct ClusterSilo {
     drain_timeout: Duration,
     /// Builds status reports (also served to peers by the gateway).
     status: Arc<StatusSource>,
+    /// Where the HTTP port is bound, if it serves one.
+    http_addr: Option<SocketAddr>,
 }
 
 fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
@@ -166,6 +179,21 @@ impl ClusterSilo {
         };
         let listener = TcpListener::bind(cluster.listen).await.map_err(tcp_err)?;
         let udp = UdpSocket::bind(cluster.udp).await.map_err(udp_err)?;
+        let http = match cluster.http {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| StartError::Bind {
+                            what: "HTTP",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
         let tcp_addr = advertised(listener.local_addr().map_err(tcp_err)?, cluster.advertise);
         let udp_addr = advertised(udp.local_addr().map_err(udp_err)?, cluster.advertise_udp);
         let me = SiloId::new(tcp_addr, udp_addr, SiloId::generation_now());
@@ -225,6 +253,14 @@ impl ClusterSilo {
             membership: membership.subscribe(),
             events: events.clone(),
         });
+        if let Some(listener) = http {
+            let state = Arc::new(HttpState {
+                status: status.clone(),
+                peers: peers.clone(),
+                storage: storage.clone(),
+            });
+            tasks.spawn(crate::observe::http::serve(listener, state, stop.clone()));
+        }
         let gateway = Arc::new(Gateway::new(
             router.clone(),
             resolver,
@@ -267,15 +303,15 @@ impl ClusterSilo {
         } else {
             "without a cluster key"
         };
+        let store = match http_addr {
+            Some(addr) => format!("{}; HTTP {}", storage.name(), http_url(addr)),
+            None => storage.name().to_owned(),
+        };
         match (role, cluster.membership.master) {
             (SiloRole::Slave, Some(master)) => tracing::info!(
-                "silo started: slave {me}, joining the master at {master} {keyed}; grain store: {}",
-                storage.name()
+                "silo started: slave {me}, joining the master at {master} {keyed}; grain store: {store}"
             ),
-            _ => tracing::info!(
-                "silo started: {role} {me} {keyed}; grain store: {}",
-                storage.name()
-            ),
+            _ => tracing::info!("silo started: {role} {me} {keyed}; grain store: {store}"),
         }
         Ok(ClusterSilo {
             me,
@@ -288,7 +324,13 @@ impl ClusterSilo {
             tasks,
             drain_timeout: cluster.drain_timeout,
             status,
+            http_addr,
         })
+    }
+
+    /// Where this silo serves HTTP (`/metrics`, `/health`, `/ready`, the dashboard).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// What this silo reports about itself (as `client status` shows it).

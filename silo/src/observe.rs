@@ -4,10 +4,12 @@
 //! - [`type_stats`]: [`TypeStats`], one per grain type, counted by activations' turns.
 //! - `process`: CPU time and resident memory from `/proc`.
 //! - [`events`]: [`EventLog`], recent joins, departures, deaths, fencing, storms.
+//! - `http`: the HTTP port: `/health`, `/ready`, `/metrics`, the dashboard.
 //! - `status`: the [`SiloStatus`](granary_proto::status::SiloStatus) of this silo and,
 //!   on the master, the [`ClusterStatus`](granary_proto::status::ClusterStatus).
 
 pub mod events;
+pub(crate) mod http;
 pub(crate) mod process;
 pub(crate) mod status;
 pub mod type_stats;

@@ -54,6 +54,8 @@ pub struct TestClusterBuilder {
     storage: Option<Arc<dyn GrainStorage>>,
     /// Slaves use the store directly (as with MongoDB) instead of through the master.
     shared_storage: bool,
+    /// Every silo serves HTTP on an ephemeral 127.0.0.1 port.
+    http: bool,
 }
 
 impl Default for TestClusterBuilder {
@@ -66,6 +68,7 @@ impl Default for TestClusterBuilder {
             cluster_key: Some(b"granary-test-cluster".to_vec()),
             storage: None,
             shared_storage: false,
+            http: false,
         }
     }
 }
@@ -105,6 +108,19 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Every silo serves HTTP (`/metrics`, `/health`, `/ready`, the master's dashboard)
+    /// on an ephemeral 127.0.0.1 port; see [`ClusterSilo::http_addr`].
+    pub fn http(mut self) -> Self {
+        self.http = true;
+        self
+    }
+
+    /// The HTTP address a silo binds, if the cluster serves HTTP.
+    fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
+            .then(|| LOCALHOST_ANY.parse().expect("valid address"))
+    }
+
     /// Starts the master, then the slaves.
     pub async fn build(self) -> Result<TestCluster, StartError> {
         let storage = self
@@ -118,6 +134,7 @@ impl TestClusterBuilder {
             self.silo.clone(),
             ClusterConfig {
                 transport: transport(),
+                http: self.http_addr(),
                 ..master_config
             },
             Some(storage.clone()),
@@ -206,6 +223,7 @@ impl TestCluster {
             self.builder.silo.clone(),
             ClusterConfig {
                 transport: transport(),
+                http: self.builder.http_addr(),
                 ..config
             },
             None,
@@ -269,6 +287,7 @@ impl TestCluster {
         loop {
             let config = ClusterConfig {
                 transport: transport(),
+                http: self.builder.http_addr(),
                 ..config.clone()
             };
             match ClusterSilo::start(
