@@ -87,8 +87,8 @@ impl Section {
             {
                 let fence = lines.next().unwrap_or_default();
                 assert!(
-                    matches!(fence, "```toml" | "```rust,ignore"),
-                    "the block of {path} must open with ```toml or ```rust,ignore (rustdoc must \
+                    matches!(fence, "```toml" | "```rs"),
+                    "the block of {path} must open with ```toml or ```rs (rustdoc must \
                      not run it as a doctest), not {fence:?}"
                 );
                 files.push((path.to_owned(), Self::block(&mut lines, path)));
