@@ -29,10 +29,15 @@ fn check(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write the snapshot");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with GRANARY_BLESS=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with GRANARY_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     assert_eq!(
-        actual, expected,
+        actual,
+        expected,
         "`{name}` changed; if on purpose, run with GRANARY_BLESS=1 and commit {}",
         path.display()
     );
@@ -41,7 +46,13 @@ fn check(name: &str, actual: &str) {
 #[test]
 fn silo_help_is_unchanged() {
     let text = help(env!("CARGO_BIN_EXE_silo"));
-    for flag in ["--role", "--listen", "--master", "--cluster-key", "--log-format"] {
+    for flag in [
+        "--role",
+        "--listen",
+        "--master",
+        "--cluster-key",
+        "--log-format",
+    ] {
         assert!(text.contains(flag), "{flag} missing from silo --help");
     }
     check("silo-help", &text);
@@ -50,7 +61,12 @@ fn silo_help_is_unchanged() {
 #[test]
 fn client_help_is_unchanged() {
     let text = help(env!("CARGO_BIN_EXE_client"));
-    for flag in ["--gateway", "--timeout", "--connect-timeout", "--cluster-key"] {
+    for flag in [
+        "--gateway",
+        "--timeout",
+        "--connect-timeout",
+        "--cluster-key",
+    ] {
         assert!(text.contains(flag), "{flag} missing from client --help");
     }
     check("client-help", &text);
