@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use granary_bench::stats::percentile;
 use granary_proto::GrainId;
 use granary_runtime::GrainStorage;
 use granary_silo::storage::{EmbeddedStorage, MemoryStorage, MongoOptions, MongoStorage};
@@ -78,12 +79,8 @@ struct Phase {
 }
 
 impl Phase {
-    fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((self.latencies.len() as f64 * p).ceil() as usize).max(1) - 1;
-        self.latencies[rank.min(self.latencies.len() - 1)]
+    fn percentile(&self, q: f64) -> Duration {
+        percentile(&self.latencies, q)
     }
 
     fn row(&self, store: &str, op: &str) -> String {

@@ -1,0 +1,196 @@
+//! The cluster under test: the example silo binary (built if need be), free ports, and
+//! the master and slave child processes with their clean-up.
+
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// Builds the example silo in the main workspace and returns the binary's path.
+pub(crate) fn build_silo() -> anyhow::Result<PathBuf> {
+    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .canonicalize()
+        .context("locating the main workspace")?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!(
+        "building the silo: cargo build --release -p granary-example --bin silo (in {})",
+        root.display()
+    );
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "granary-example",
+            "--bin",
+            "silo",
+        ])
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("building the silo failed ({status})");
+    }
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root.join(dir),
+        None => root.join("target"),
+    };
+    let silo = target
+        .join("release")
+        .join(format!("silo{}", std::env::consts::EXE_SUFFIX));
+    if !silo.is_file() {
+        bail!("built, but {} does not exist", silo.display());
+    }
+    Ok(silo)
+}
+
+/// Free ports on 127.0.0.1: `tcp` TCP ones and `udp` UDP ones. All sockets are held
+/// until every port is chosen, so the ports are distinct.
+fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+    let tcps = (0..tcp)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let udps = (0..udp)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let tcp_ports = tcps
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    let udp_ports = udps
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    Ok((tcp_ports, udp_ports))
+}
+
+/// The master and the slave as child processes; stopped when dropped.
+pub(crate) struct Cluster {
+    /// `(name, process)`, in start order.
+    children: Vec<(&'static str, Child)>,
+    /// The children's stdout/stderr (`master.log`, `slave.log`).
+    logs: tempfile::TempDir,
+    pub(crate) master: SocketAddr,
+    pub(crate) slave: SocketAddr,
+}
+
+impl Cluster {
+    pub(crate) fn start(silo: &Path) -> anyhow::Result<Cluster> {
+        let (tcp, udp) = free_ports(2, 2)?;
+        let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            logs: tempfile::tempdir()?,
+            master: addr(tcp[0]),
+            slave: addr(tcp[1]),
+        };
+        let master_udp = addr(udp[0]).to_string();
+        let master_tcp = cluster.master.to_string();
+        let slave_tcp = cluster.slave.to_string();
+        let slave_udp = addr(udp[1]).to_string();
+        cluster.spawn(
+            silo,
+            "master",
+            &[
+                "--role",
+                "master",
+                "--listen",
+                &master_tcp,
+                "--udp",
+                &master_udp,
+                "--storage",
+                "memory",
+            ],
+        )?;
+        cluster.spawn(
+            silo,
+            "slave",
+            &[
+                "--role",
+                "slave",
+                "--listen",
+                &slave_tcp,
+                "--udp",
+                &slave_udp,
+                "--master",
+                &master_udp,
+            ],
+        )?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, silo: &Path, name: &'static str, args: &[&str]) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.logs.path().join(format!("{name}.log")))?;
+        let child = Command::new(silo)
+            .args(args)
+            // Warnings only: per-call logging would be measured too.
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the {name} ({})", silo.display()))?;
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    pub(crate) fn pid(&self, name: &str) -> u32 {
+        self.children
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, c)| c.id())
+    }
+
+    /// The children's logs and exit states, for an error report.
+    pub(crate) fn report(&mut self) -> String {
+        let mut out = String::new();
+        for (name, child) in &mut self.children {
+            let state = match child.try_wait() {
+                Ok(Some(status)) => format!("exited ({status})"),
+                Ok(None) => "running".to_owned(),
+                Err(e) => format!("unknown ({e})"),
+            };
+            let log = std::fs::read_to_string(self.logs.path().join(format!("{name}.log")))
+                .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let _ = writeln!(out, "--- {name}: {state}; last log lines:");
+            for line in tail.into_iter().rev() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Slave first (it saves and releases its grains), then the master.
+        for (name, child) in self.children.iter_mut().rev() {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                continue;
+            }
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .stderr(Stdio::null())
+                .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    _ => {
+                        eprintln!("the {name} did not stop on SIGTERM; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
