@@ -47,9 +47,11 @@ use crate::dispatcher::DispatcherStats;
 use crate::gateway::Gateway;
 use crate::membership::{Membership, MembershipConfig, MembershipSnapshot, SiloRole};
 use crate::observe::http::{url as http_url, HttpState};
+use crate::observe::metrics::{CallStats, MetricSources, SiloMetrics};
 use crate::observe::status::StatusSource;
 use crate::observe::EventLog;
 use crate::silo::{build_catalog, StartError};
+use crate::storage::instrumented::InstrumentedStorage;
 use crate::storage::RemoteStorage;
 use crate::transport::serve;
 
@@ -220,6 +222,12 @@ impl ClusterSilo {
             }
             (SiloRole::Master, None) => return Err(StartError::MasterNeedsStorage),
         };
+        // Every operation of the grains here (and, on the master, of the slaves it
+        // serves) is timed and counted for the metrics; `/ready` probes the store itself.
+        let unmetered = storage;
+        let metered = InstrumentedStorage::new(unmetered.clone());
+        let storage_stats = metered.stats();
+        let storage: Arc<dyn GrainStorage> = Arc::new(metered);
         let catalog = build_catalog(&config, storage.clone())?;
         let directory = (role == SiloRole::Master).then(|| Arc::new(Directory::new()));
         let resolver = Arc::new(SiloResolver::new(
@@ -253,11 +261,23 @@ impl ClusterSilo {
             membership: membership.subscribe(),
             events: events.clone(),
         });
+        let calls = Arc::new(CallStats::default());
         if let Some(listener) = http {
+            let metrics = Arc::new(SiloMetrics::new(MetricSources {
+                role,
+                started: status.started,
+                catalog: catalog.clone(),
+                calls: calls.clone(),
+                storage: storage_stats,
+                membership: membership.subscribe(),
+                directory: directory.clone(),
+            }));
+            tasks.spawn(metrics.count_membership(membership.subscribe(), stop.clone()));
             let state = Arc::new(HttpState {
                 status: status.clone(),
                 peers: peers.clone(),
-                storage: storage.clone(),
+                storage: unmetered,
+                metrics,
             });
             tasks.spawn(crate::observe::http::serve(listener, state, stop.clone()));
         }
@@ -267,6 +287,7 @@ impl ClusterSilo {
             directory.clone(),
             (role == SiloRole::Master).then(|| storage.clone()),
             status.clone(),
+            calls,
         ));
         tasks.spawn(serve(
             listener,

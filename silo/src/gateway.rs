@@ -18,6 +18,7 @@ use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
 use tokio::time::Instant;
 
 use crate::directory::Directory;
+use crate::observe::metrics::CallStats;
 use crate::observe::status::StatusSource;
 use crate::resolver::SiloResolver;
 use crate::storage::remote::to_wire;
@@ -36,6 +37,8 @@ pub(crate) struct Gateway {
     store: Option<Arc<dyn GrainStorage>>,
     /// Builds status reports.
     status: Arc<StatusSource>,
+    /// Counts the grain calls served (the `granary_call*` metrics).
+    calls: Arc<CallStats>,
 }
 
 impl Gateway {
@@ -45,6 +48,7 @@ impl Gateway {
         directory: Option<Arc<Directory>>,
         store: Option<Arc<dyn GrainStorage>>,
         status: Arc<StatusSource>,
+        calls: Arc<CallStats>,
     ) -> Self {
         Self {
             router,
@@ -52,6 +56,7 @@ impl Gateway {
             directory,
             store,
             status,
+            calls,
         }
     }
 
@@ -68,7 +73,10 @@ impl RequestHandler for Gateway {
         match request {
             Request::Grain(call) => {
                 let one_way = call.one_way;
-                self.router.inbound(call, one_way).await
+                let counted = self.calls.begin();
+                let response = self.router.inbound(call, one_way).await;
+                counted.finish(&response);
+                response
             }
             Request::DirectoryResolve { grain, from } => {
                 let deadline = Instant::now() + DEFAULT_CALL_TIMEOUT;

@@ -5,11 +5,13 @@
 //! - `process`: CPU time and resident memory from `/proc`.
 //! - [`events`]: [`EventLog`], recent joins, departures, deaths, fencing, storms.
 //! - `http`: the HTTP port: `/health`, `/ready`, `/metrics`, the dashboard.
+//! - `metrics`: `SiloMetrics`, this silo's Prometheus registry, read by `/metrics`.
 //! - `status`: the [`SiloStatus`](granary_proto::status::SiloStatus) of this silo and,
 //!   on the master, the [`ClusterStatus`](granary_proto::status::ClusterStatus).
 
 pub mod events;
 pub(crate) mod http;
+pub(crate) mod metrics;
 pub(crate) mod process;
 pub(crate) mod status;
 pub mod type_stats;

@@ -4,6 +4,8 @@
 //! - [`EmbeddedStorage`]: one redb file on local disk; the default for a single silo.
 //! - [`MongoStorage`]: one document per grain in a MongoDB collection; for clusters.
 //! - [`RemoteStorage`]: a slave's view of the store its master serves over TCP.
+//! - `instrumented`: a decorator that times and counts any provider's operations (the
+//!   `granary_storage_*` metrics).
 //!
 //! [`StorageSpec`] names a provider in one string (a CLI flag or an environment
 //! variable) and opens it:
@@ -18,6 +20,7 @@
 //! Every provider passes the same conformance suite (`silo/tests/storage_conformance.rs`).
 
 mod embedded;
+pub(crate) mod instrumented;
 mod memory;
 mod mongo;
 pub(crate) mod remote;

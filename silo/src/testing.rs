@@ -276,6 +276,15 @@ impl TestCluster {
         }
     }
 
+    /// Crashes the master: no goodbye, so the slaves fence themselves once its lease
+    /// runs out. The cluster has no master afterwards: [`TestCluster::master`],
+    /// [`TestCluster::client`] and [`TestCluster::restart_master`] panic.
+    pub async fn kill_master(&mut self) {
+        if let Some(master) = self.master.take() {
+            master.abort().await;
+        }
+    }
+
     /// Crashes the master and starts a new generation on the same ports and store.
     pub async fn restart_master(&mut self) -> Result<(), StartError> {
         let master = self.master.take().expect("the master runs until shutdown");

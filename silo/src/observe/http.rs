@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /health` | `200 ok` while the process runs (liveness) |
 //! | `GET /ready` | `200 ready` when the silo can serve: joined (a slave: welcomed by a reachable master, not fenced) and its grain store answers; else `503` and the reason (readiness) |
-//! | `GET /metrics` | Prometheus / OpenMetrics text |
+//! | `GET /metrics` | this silo's metrics, OpenMetrics text (see `metrics`) |
 //! | `GET /api/silo` | this silo's [`SiloStatus`](granary_proto::status::SiloStatus), JSON |
 //! | `GET /api/status` | the [`ClusterStatus`](granary_proto::status::ClusterStatus), JSON (a slave asks the master) |
 //! | `GET /` and `/api/…` | the dashboard (served by the master; see `dashboard`) |
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -27,6 +28,7 @@ use granary_runtime::GrainStorage;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{SiloMetrics, OPENMETRICS_CONTENT_TYPE};
 use super::status::StatusSource;
 
 /// How long `/ready` waits for the grain store to answer.
@@ -41,6 +43,8 @@ pub(crate) struct HttpState {
     pub(crate) peers: Peers,
     /// The grain store, probed by `/ready`.
     pub(crate) storage: Arc<dyn GrainStorage>,
+    /// What `/metrics` encodes.
+    pub(crate) metrics: Arc<SiloMetrics>,
 }
 
 /// The routes, over `state`.
@@ -48,6 +52,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .route("/api/silo", get(silo_status))
         .route("/api/status", get(cluster_status))
         .with_state(state)
@@ -70,6 +75,17 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<HttpState>, stop: Ca
 
 async fn health() -> &'static str {
     "ok\n"
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> axum::response::Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], text).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn silo_status(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
