@@ -133,6 +133,10 @@ impl Client {
         let mut failures: Vec<String> = Vec::new();
         'connect: loop {
             for (index, &addr) in gateways.addrs.iter().enumerate() {
+                if index < failures.len() && peers.next_attempt(addr).is_some() {
+                    // Still in connect backoff: its last reason stands.
+                    continue;
+                }
                 match gateways.ping_one(addr, deadline).await {
                     Ok(_) => {
                         gateways.current.store(index, Ordering::Relaxed);
@@ -155,11 +159,21 @@ impl Client {
                     }
                 }
             }
-            if Instant::now() + Duration::from_millis(100) >= deadline {
+            // Try again when the first gateway leaves its connect backoff (so the
+            // reasons kept are real connect failures), or give up if that is too late.
+            let now = Instant::now();
+            let wake = gateways
+                .addrs
+                .iter()
+                .map(|addr| peers.next_attempt(*addr).unwrap_or(now))
+                .min()
+                .unwrap_or(now)
+                .max(now + Duration::from_millis(20));
+            if wake >= deadline {
                 peers.close().await;
                 return Err(ConnectError::Unreachable(failures.join("; ")));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep_until(wake).await;
         }
         let router = Arc::new(ClusterRouter::new(peers, gateways.clone(), None));
         Ok(Client { router, gateways })

@@ -328,6 +328,15 @@ impl Peers {
         self.inner.tasks.wait().await;
     }
 
+    /// When a call to `addr` will try to connect again, if it is in backoff after failed
+    /// connects (`None`: a call would try now, or a connect is under way). Lets a caller
+    /// that polls wait for the next real attempt instead of collecting backoff errors.
+    pub fn next_attempt(&self, addr: SocketAddr) -> Option<Instant> {
+        let slot = lock(&self.inner.slots).get(&addr).cloned()?;
+        let backoff = slot.connect.try_lock().ok()?;
+        backoff.retry_at.filter(|at| *at > Instant::now())
+    }
+
     /// A usable connection to `addr` and a reserved place in its queue.
     async fn reserve(
         &self,
@@ -384,10 +393,15 @@ impl Peers {
             return Err(TransportError::Closed);
         }
         let now = Instant::now();
-        if backoff.retry_at.is_some_and(|at| at > now) {
-            // Fail fast with the reason of the last attempt; the next call after the
-            // backoff tries again.
-            return Err(TransportError::Unreachable(backoff.last_error.clone()));
+        if let Some(retry_at) = backoff.retry_at.filter(|at| *at > now) {
+            // Fail fast with the reason of the last attempt; the first call after the
+            // backoff tries again (see `Peers::next_attempt`).
+            return Err(TransportError::Unreachable(format!(
+                "{}; in backoff for another {} ms after {} failed connect(s)",
+                backoff.last_error,
+                (retry_at - now).as_millis(),
+                backoff.failures
+            )));
         }
         let connect_deadline = deadline.min(now + self.inner.config.connect_timeout);
         let key = self.inner.config.cluster_key.clone();
