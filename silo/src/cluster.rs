@@ -278,6 +278,7 @@ impl ClusterSilo {
                 peers: peers.clone(),
                 storage: unmetered,
                 metrics,
+                stop: stop.clone(),
             });
             tasks.spawn(crate::observe::http::serve(listener, state, stop.clone()));
         }

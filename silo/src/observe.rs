@@ -4,11 +4,13 @@
 //! - [`type_stats`]: [`TypeStats`], one per grain type, counted by activations' turns.
 //! - `process`: CPU time and resident memory from `/proc`.
 //! - [`events`]: [`EventLog`], recent joins, departures, deaths, fencing, storms.
+//! - `dashboard`: the live page at `/` and its event stream `/api/events`.
 //! - `http`: the HTTP port: `/health`, `/ready`, `/metrics`, the dashboard.
 //! - `metrics`: `SiloMetrics`, this silo's Prometheus registry, read by `/metrics`.
 //! - `status`: the [`SiloStatus`](granary_proto::status::SiloStatus) of this silo and,
 //!   on the master, the [`ClusterStatus`](granary_proto::status::ClusterStatus).
 
+pub(crate) mod dashboard;
 pub mod events;
 pub(crate) mod http;
 pub(crate) mod metrics;

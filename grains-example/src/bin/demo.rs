@@ -3,7 +3,8 @@
 //! real TCP client.
 //!
 //! Each run adds 1 to the persistent counter `demo`, so its value grows from run to run:
-//! state survives a restart. `--serve` keeps the cluster up for the `client` binary.
+//! state survives a restart. `--serve` keeps the cluster up for the `client` binary and
+//! the dashboard, which the master serves on `--http` (default 127.0.0.1:7180).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,9 +28,41 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7100")]
     gateway: SocketAddr,
 
-    /// Keep serving after the demo calls, until Ctrl-C (use the `client` binary meanwhile).
+    /// The master's HTTP address: the dashboard at `/`, health probes, metrics; `off`
+    /// serves none. Default: 127.0.0.1:7180, or none (with a note) if that port is taken.
+    #[arg(long)]
+    http: Option<String>,
+
+    /// Keep serving after the demo calls, until Ctrl-C (use the `client` binary and the
+    /// dashboard meanwhile).
     #[arg(long)]
     serve: bool,
+}
+
+/// The dashboard's address when `--http` is not given.
+const DEFAULT_HTTP: &str = "127.0.0.1:7180";
+
+/// Where the master serves HTTP: `--http` as given (`off`: nowhere), else
+/// [`DEFAULT_HTTP`] unless another program holds it.
+fn http_addr(flag: Option<&str>) -> anyhow::Result<Option<SocketAddr>> {
+    match flag {
+        Some("off") => Ok(None),
+        Some(addr) => addr
+            .parse()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--http {addr}: {e}; give IP:PORT, or off")),
+        None => {
+            let addr: SocketAddr = DEFAULT_HTTP.parse()?;
+            // Probed, then released for the master to bind: a second demo still runs.
+            match std::net::TcpListener::bind(addr) {
+                Ok(_) => Ok(Some(addr)),
+                Err(e) => {
+                    println!("dashboard: off ({addr}: {e}; pass --http IP:PORT)");
+                    Ok(None)
+                }
+            }
+        }
+    }
 }
 
 #[tokio::main]
@@ -50,12 +83,11 @@ async fn main() -> anyhow::Result<()> {
 
     let any: SocketAddr = "127.0.0.1:0".parse()?;
     let master_udp = SocketAddr::new(args.gateway.ip(), 0);
-    let master = ClusterSilo::start(
-        SiloConfig::default(),
-        ClusterConfig::master(args.gateway, master_udp),
-        Some(storage),
-    )
-    .await?;
+    let mut master_config = ClusterConfig::master(args.gateway, master_udp);
+    if let Some(http) = http_addr(args.http.as_deref())? {
+        master_config = master_config.with_http(http);
+    }
+    let master = ClusterSilo::start(SiloConfig::default(), master_config, Some(storage)).await?;
     let mut slaves = Vec::new();
     for _ in 0..2 {
         let config = ClusterConfig::slave(any, any, master.id().udp)
@@ -106,6 +138,13 @@ async fn main() -> anyhow::Result<()> {
         println!("slave {i} hosts {} grain(s)", slave.activation_count());
     }
 
+    match (master.http_addr(), args.serve) {
+        (Some(http), true) => println!("dashboard: http://{http}/"),
+        (Some(http), false) => {
+            println!("dashboard: http://{http}/ while the demo runs (--serve keeps it up)")
+        }
+        (None, _) => {}
+    }
     if args.serve {
         println!(
             "serving; try: cargo run -p granary-example --bin client -- --gateway {} counter get demo   (Ctrl-C stops)",

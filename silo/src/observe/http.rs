@@ -45,6 +45,9 @@ pub(crate) struct HttpState {
     pub(crate) storage: Arc<dyn GrainStorage>,
     /// What `/metrics` encodes.
     pub(crate) metrics: Arc<SiloMetrics>,
+    /// Fires when the silo stops: ends the dashboard's event streams, which would
+    /// otherwise hold the graceful shutdown open.
+    pub(crate) stop: CancellationToken,
 }
 
 /// The routes, over `state`.
@@ -55,6 +58,7 @@ pub(crate) fn router(state: Arc<HttpState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/silo", get(silo_status))
         .route("/api/status", get(cluster_status))
+        .merge(super::dashboard::routes())
         .with_state(state)
 }
 
