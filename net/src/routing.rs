@@ -10,6 +10,10 @@
 //!
 //! Inside a silo the router also has a [`LocalDelivery`]: grains active on this silo are
 //! reached without serialization, and grains the directory places here are activated.
+//!
+//! An envelope's trace context (set when a grain's handler made the call) travels in
+//! the frame's `GrainCall::trace` and is put back into the envelope on the receiving
+//! silo, so the callee's `grain_call` span is a child of the caller's.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use granary_proto::frame::{GrainCall, Request, Response, SiloAddr};
+use granary_proto::frame::{GrainCall, Request, Response, SiloAddr, TraceContext};
 use granary_proto::{CallError, CodecError, GrainId};
 use granary_runtime::envelope::{Body, Envelope, LocalReply, ReplyTo};
 use granary_runtime::Router;
@@ -159,6 +163,7 @@ impl ClusterRouter {
                 ReplyTo::Encoded(tx)
             },
             hops: call.hops,
+            trace: call.trace,
         };
         let not_active = match local.deliver_if_active(envelope, deadline).await {
             Ok(back) => back,
@@ -220,6 +225,7 @@ impl Router for ClusterRouter {
             body,
             reply,
             mut hops,
+            trace,
         } = envelope;
         let decode_reply = match &body {
             Body::Local { vtable, .. } => Some(vtable.decode_reply),
@@ -268,6 +274,7 @@ impl Router for ClusterRouter {
                                 body,
                                 reply,
                                 hops,
+                                trace,
                             };
                             local.deliver_here(envelope, deadline).await
                         }
@@ -278,7 +285,7 @@ impl Router for ClusterRouter {
                                 encoded,
                                 reply,
                                 decode_reply,
-                                hops,
+                                (hops, trace),
                                 deadline,
                             )
                             .await
@@ -306,6 +313,7 @@ impl Router for ClusterRouter {
                 timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
                 hops,
                 one_way,
+                trace,
             };
             match self
                 .peers
@@ -396,7 +404,7 @@ async fn deliver_encoded_here(
     (name, bytes): (String, Vec<u8>),
     reply: ReplyTo,
     decode_reply: Option<DecodeReply>,
-    hops: u8,
+    (hops, trace): (u8, Option<TraceContext>),
     deadline: Instant,
 ) -> Result<(), CallError> {
     let (tx, decode) = match (reply, decode_reply) {
@@ -407,6 +415,7 @@ async fn deliver_encoded_here(
                 body: Body::Encoded { name, bytes },
                 reply,
                 hops,
+                trace,
             };
             return local.deliver_here(envelope, deadline).await;
         }
@@ -417,6 +426,7 @@ async fn deliver_encoded_here(
         body: Body::Encoded { name, bytes },
         reply: ReplyTo::Encoded(etx),
         hops,
+        trace,
     };
     local.deliver_here(envelope, deadline).await?;
     let result = match tokio::time::timeout_at(deadline, erx).await {

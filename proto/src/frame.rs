@@ -31,8 +31,9 @@ use crate::{CallError, GrainId};
 /// Default cap on one frame (version byte + body): 8 MiB.
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 
-/// Version byte written in front of every frame body.
-pub const FRAME_VERSION: u8 = 1;
+/// Version byte written in front of every frame body. 2: a grain call carries an
+/// optional [`TraceContext`].
+pub const FRAME_VERSION: u8 = 2;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -102,6 +103,22 @@ pub struct GrainCall {
     /// A `tell`: the receiver answers `Grain(Ok(empty))` as soon as the message is in
     /// the grain's mailbox, instead of waiting for the handler.
     pub one_way: bool,
+    /// The trace the call belongs to, when a grain's handler made it: the receiver's
+    /// turn becomes a child of the sender's. `None` for calls from outside a grain (a
+    /// client), whose turn starts a new trace.
+    pub trace: Option<TraceContext>,
+}
+
+/// Where a call sits in a distributed trace: the trace it belongs to and the span (the
+/// handler's turn) that made it. Granary's own ids, not OpenTelemetry's: the silos
+/// record them as span fields (`trace_id`, `span_id`, `parent_span_id`), so the JSON
+/// logs of every silo can be joined into one call tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The trace: random, chosen by the turn at its root.
+    pub trace_id: u128,
+    /// The span of the turn that sent the call; the receiving turn's parent.
+    pub parent_span_id: u64,
 }
 
 /// What a peer asks for.

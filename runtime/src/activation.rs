@@ -26,11 +26,13 @@ use granary_proto::{codec, CallError, GrainId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::envelope::{Body, Envelope, ReplyKind, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::router::Router;
 use crate::storage::{GrainStorage, StorageError};
+use crate::trace::{SpanId, TraceId, TurnIds};
 
 /// The receiving end of an activation's mailbox. Envelopes are boxed so an empty
 /// mailbox stays small (a channel allocates its first block of slots up front).
@@ -396,7 +398,9 @@ async fn turn<G: Grain>(
     envelope: Envelope,
     observer: &dyn TurnObserver,
 ) -> bool {
-    let Envelope { body, reply, .. } = envelope;
+    let Envelope {
+        body, reply, trace, ..
+    } = envelope;
     let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
         reply.fail(CallError::UnknownMessage {
             grain_type: G::TYPE_NAME.to_owned(),
@@ -405,9 +409,28 @@ async fn turn<G: Grain>(
         return false;
     };
     let kind = reply.kind();
+    let ids = TurnIds::new(trace);
+    // Fields are formatted only by a subscriber that records the span. No `tracing`
+    // parent: the caller's turn ran on another task, maybe in another process; the ids
+    // are the link (see `crate::trace`).
+    let span = tracing::info_span!(
+        target: "granary_runtime::trace",
+        parent: None,
+        "grain_call",
+        grain_type = G::TYPE_NAME,
+        key = %ctx.key(),
+        message = entry.message,
+        trace_id = %TraceId(ids.trace_id),
+        span_id = %SpanId(ids.span_id),
+        parent_span_id = tracing::field::Empty,
+    );
+    if let Some(parent) = ids.parent_span_id {
+        span.record("parent_span_id", tracing::field::display(SpanId(parent)));
+    }
     let started = Instant::now();
-    match AssertUnwindSafe((entry.handle)(grain, ctx, body, kind))
-        .catch_unwind()
+    match ids
+        .scope(AssertUnwindSafe((entry.handle)(grain, ctx, body, kind)).catch_unwind())
+        .instrument(span)
         .await
     {
         Ok(result) => {

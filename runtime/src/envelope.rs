@@ -7,6 +7,7 @@
 use std::any::{Any, TypeId};
 use std::fmt;
 
+use granary_proto::frame::TraceContext;
 use granary_proto::{CallError, CodecError, GrainId};
 use tokio::sync::oneshot;
 
@@ -148,6 +149,9 @@ pub struct Envelope {
     pub reply: ReplyTo,
     /// How many silos have forwarded it already (stops forwarding loops).
     pub hops: u8,
+    /// The trace of the turn that sent it, if a grain's handler did (see
+    /// [`crate::trace`]); routers carry it across silos.
+    pub trace: Option<TraceContext>,
 }
 
 impl Envelope {
@@ -164,6 +168,7 @@ impl fmt::Debug for Envelope {
             .field("message", &self.body.name())
             .field("reply", &self.reply.kind())
             .field("hops", &self.hops)
+            .field("trace", &self.trace)
             .finish()
     }
 }

@@ -13,6 +13,7 @@
 //! # Layout
 //! Each module uses only those listed above it:
 //! - [`storage`]: the [`GrainStorage`] trait every state provider implements.
+//! - [`trace`]: the `grain_call` span of every turn and the trace context calls carry.
 //! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).
 //! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
 //! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement, and the
@@ -68,6 +69,7 @@ pub mod reference;
 pub mod registry;
 pub mod router;
 pub mod storage;
+pub mod trace;
 
 pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};

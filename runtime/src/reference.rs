@@ -95,6 +95,7 @@ impl<G: Grain> GrainRef<G> {
             },
             reply,
             hops: 0,
+            trace: crate::trace::current(),
         })
     }
 }

@@ -19,6 +19,19 @@ fn every_frame() -> Vec<Frame> {
             timeout_ms: 2_000,
             hops: 1,
             one_way: true,
+            trace: None,
+        }),
+        Request::Grain(GrainCall {
+            target: grain(),
+            message: "example.add/v1".into(),
+            payload: vec![],
+            timeout_ms: 0,
+            hops: 0,
+            one_way: false,
+            trace: Some(TraceContext {
+                trace_id: u128::MAX - 7,
+                parent_span_id: u64::MAX,
+            }),
         }),
         Request::DirectoryResolve {
             grain: grain(),
