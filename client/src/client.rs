@@ -4,6 +4,7 @@
 //! directory), then calls the owning silo directly and caches the answer. If a gateway
 //! stops answering, the next one in the list is used.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{self, Stream, StreamExt};
 use granary_proto::frame::{Request, Response, SiloAddr};
+use granary_proto::status::{ClusterStatus, MembershipEvent, MembershipTracker};
 use granary_proto::{CallError, GrainId};
 use granary_runtime::{Grain, GrainRef, Router};
 use tokio::time::Instant;
@@ -21,6 +24,13 @@ use granary_net::transport::{ClusterKey, Peers, TransportConfig, TransportError}
 
 /// Default time [`Client::connect`] tries the gateways before giving up.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often [`Client::membership_events`] asks for the cluster status.
+pub const DEFAULT_MEMBERSHIP_POLL: Duration = Duration::from_secs(1);
+
+/// How long [`Client::cluster_status`] waits for the answer: the master gives slow
+/// slaves 1 s, and a slave gateway asks the master for up to 3 s.
+const STATUS_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How a client reaches the cluster: its gateways and options.
 ///
@@ -195,6 +205,104 @@ impl Client {
             .await
     }
 
+    /// The whole cluster as the master sees it, asked through the gateways (failing over
+    /// to the next one while a gateway is unreachable; a slave gateway asks the master):
+    /// every member, dead and departed ones included, each live silo's own report (load,
+    /// per grain type counters and latency, hot grains) and the recent cluster events.
+    ///
+    /// Counters are cumulative since each silo started: take two reports and subtract
+    /// to get rates and the latency of the interval between them.
+    ///
+    /// ```no_run
+    /// # async fn run(client: &granary_client::Client) -> Result<(), granary_client::CallError> {
+    /// let status = client.cluster_status().await?;
+    /// for member in &status.members {
+    ///     println!("{} {} {}", member.role.as_str(), member.id, member.state.as_str());
+    /// }
+    /// for silo in &status.silos {
+    ///     for t in &silo.grain_types {
+    ///         let p99 = t.latency.quantile(0.99);
+    ///         println!("{} {}: {} messages, p99 {p99:?}", silo.id, t.grain_type, t.messages);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, CallError> {
+        self.gateways
+            .cluster_status(Instant::now() + STATUS_DEADLINE)
+            .await
+    }
+
+    /// The membership changes of the cluster from now on, as a stream: a silo joined,
+    /// left or died (each reported once), or another master took over. Polls
+    /// [`Client::cluster_status`] every [`DEFAULT_MEMBERSHIP_POLL`] (1 s) and compares
+    /// the members; see [`Client::membership_events_every`].
+    ///
+    /// Fails if the first status cannot be had: it is the baseline, and what it already
+    /// shows (silos dead before the call, say) is not reported. Afterwards a failed
+    /// poll is skipped (logged at debug) and the next one compares with the last
+    /// answer, so nothing is lost while the gateways fail over. The stream never ends;
+    /// drop it to stop polling.
+    ///
+    /// Latency: a change is reported up to one poll interval (plus the status round
+    /// trip) after the master's membership sees it, which is itself, for a crash,
+    /// `missed_heartbeats × heartbeat_interval` (3 s by default) after the silo
+    /// stopped. In a silo, `ClusterSilo::membership_events` is pushed instead of polled.
+    ///
+    /// ```no_run
+    /// # async fn run(client: &granary_client::Client) -> Result<(), granary_client::CallError> {
+    /// use futures::StreamExt;
+    /// use granary_client::status::MembershipEvent;
+    ///
+    /// let mut events = client.membership_events().await?;
+    /// while let Some(event) = events.next().await {
+    ///     if let MembershipEvent::SiloDied(silo) = event {
+    ///         println!("{silo} died; its grains are re-activated elsewhere on their next call");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn membership_events(
+        &self,
+    ) -> Result<impl Stream<Item = MembershipEvent> + Send + Unpin + 'static, CallError> {
+        self.membership_events_every(DEFAULT_MEMBERSHIP_POLL).await
+    }
+
+    /// [`Client::membership_events`], polling every `interval` (at least 10 ms).
+    pub async fn membership_events_every(
+        &self,
+        interval: Duration,
+    ) -> Result<impl Stream<Item = MembershipEvent> + Send + Unpin + 'static, CallError> {
+        let baseline = self.cluster_status().await?;
+        let tracker = MembershipTracker::from_status(&baseline);
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate and the baseline is fresh: skip it.
+        ticks.reset();
+        let gateways = self.gateways.clone();
+        Ok(stream::unfold(
+            (gateways, ticks, tracker, VecDeque::new()),
+            |(gateways, mut ticks, mut tracker, mut pending)| async move {
+                loop {
+                    if let Some(event) = pending.pop_front() {
+                        return Some((event, (gateways, ticks, tracker, pending)));
+                    }
+                    ticks.tick().await;
+                    match gateways
+                        .cluster_status(Instant::now() + STATUS_DEADLINE)
+                        .await
+                    {
+                        Ok(status) => pending.extend(tracker.update_status(&status)),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cluster status poll failed; trying again")
+                        }
+                    }
+                }
+            },
+        )
+        .boxed())
+    }
+
     /// The gateway currently in use.
     pub fn gateway(&self) -> SocketAddr {
         self.gateways.current()
@@ -252,6 +360,16 @@ impl Gateways {
             }
         }
         Err(last)
+    }
+
+    /// The master's cluster status, through the current gateway (failing over).
+    async fn cluster_status(&self, deadline: Instant) -> Result<ClusterStatus, CallError> {
+        match self.call(Request::ClusterStatus, deadline).await? {
+            Response::ClusterStatus(status) => status.map(|s| *s),
+            _ => Err(CallError::Codec(
+                "the gateway answered a status request with something else (is it a Granary silo of this version?)".into(),
+            )),
+        }
     }
 
     async fn ping(&self, deadline: Instant) -> Result<Duration, CallError> {

@@ -40,6 +40,10 @@
 //! Every call ends in a [`CallError`] when it fails; its variants say whether the
 //! message may have been processed.
 //!
+//! [`Client::cluster_status`] reports the cluster (what `client status` shows), and
+//! [`Client::membership_events`] streams its membership changes; their types are in
+//! [`status`].
+//!
 //! # Layout
 //! - `client`: [`Client`], [`ClientConfig`] and [`ConnectError`].
 //!
@@ -50,5 +54,14 @@
 
 mod client;
 
-pub use client::{Client, ClientConfig, ConnectError, DEFAULT_CONNECT_TIMEOUT};
+pub use client::{
+    Client, ClientConfig, ConnectError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MEMBERSHIP_POLL,
+};
+/// A silo's identity (TCP and UDP addresses, generation), as status reports and
+/// membership events name it.
+pub use granary_proto::packet::SiloId;
+/// What silos report about themselves and the cluster: [`Client::cluster_status`]'s
+/// [`ClusterStatus`](status::ClusterStatus) and [`Client::membership_events`]'s
+/// [`MembershipEvent`](status::MembershipEvent).
+pub use granary_proto::status;
 pub use granary_runtime::{Ask, CallError, Grain, GrainRef, Handler, Tell, DEFAULT_CALL_TIMEOUT};

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::packet::SiloId;
 
+mod membership;
+pub use membership::{MemberPhase, MembershipTracker};
+
 /// Upper bounds (inclusive, microseconds) of the handler-latency buckets: 16 µs to
 /// about 16.8 s, doubling. A last, unbounded bucket follows them.
 pub const LATENCY_BOUNDS_US: [u64; 21] = [
@@ -271,7 +274,8 @@ pub struct ClusterStatus {
 }
 
 /// A change of membership, for programs that react to node failure: the stream
-/// `ClusterSilo::membership_events` and `Client::membership_events` yield.
+/// `ClusterSilo::membership_events` and `Client::membership_events` yield (both built
+/// on [`MembershipTracker`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MembershipEvent {
     /// A silo joined the cluster.

@@ -7,7 +7,8 @@
 //! ├── ClusterRouter (granary-client): directory cache, calls to other silos (Peers)
 //! │   └── SiloLocal ── Catalog ── Dispatcher per type ── activation tasks
 //! ├── load reporter: catalog load → heartbeat LoadReport
-//! └── membership watcher: departed silos → directory/caches/connections; fencing
+//! ├── membership watcher: departed silos → directory/caches/connections; fencing
+//! └── membership_events (per subscriber): snapshots diffed into MembershipEvents
 //! ```
 //!
 //! The **master** keeps the [`Directory`] and, by default, the grain store, which it
@@ -19,6 +20,7 @@
 //! server and connections close. A master first tells the slaves to shut down and keeps
 //! serving the directory and store until they have released their grains.
 
+mod events;
 mod local;
 mod tasks;
 

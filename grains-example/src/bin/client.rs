@@ -3,7 +3,13 @@
 //! ```text
 //! client --gateway 127.0.0.1:7100 counter add alice 5     # prints the new value
 //! client --gateway 127.0.0.1:7100 --gateway 127.0.0.1:7200 greet world Ada
+//! client --gateway 127.0.0.1:7100 status            # the cluster as tables
+//! client --gateway 127.0.0.1:7100 status --watch    # … redrawn every second
 //! ```
+
+// `src/bin/status.rs` would be a binary of its own.
+#[path = "client/status.rs"]
+mod status;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -46,6 +52,18 @@ struct Args {
 enum Command {
     /// Check that a gateway answers; prints the round-trip time.
     Ping,
+    /// Show the cluster: silos (dead ones too), grain types, hot grains, recent events.
+    ///
+    /// Takes two reports INTERVAL apart, so message rates and p99 latencies are those of
+    /// that interval.
+    Status {
+        /// Redraw every INTERVAL until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Time between the two reports (and between redraws).
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        interval: Duration,
+    },
     /// Ask greeter KEY to greet NAME.
     Greet { key: String, name: String },
     /// The persistent counters.
@@ -105,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             client.gateway(),
             client.ping().await?
         ),
+        Command::Status { watch, interval } => status::run(&client, interval, watch).await?,
         Command::Greet { key, name } => println!(
             "{}",
             client
