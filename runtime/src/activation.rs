@@ -413,7 +413,7 @@ async fn turn<G: Grain>(
     // Fields are formatted only by a subscriber that records the span. No `tracing`
     // parent: the caller's turn ran on another task, maybe in another process; the ids
     // are the link (see `crate::trace`).
-    let span = tracing::info_span!(
+    let span = tracing::debug_span!(
         target: "granary_runtime::trace",
         parent: None,
         "grain_call",

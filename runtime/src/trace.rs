@@ -15,9 +15,11 @@
 //!                                           trace_id=T span_id=B parent_span_id=A
 //! ```
 //!
-//! The spans are `INFO` under the target `granary_runtime::trace`, so the JSON logs of
-//! every silo (`--log-format json`, which lists each event's spans) can be joined on
-//! `trace_id`; `RUST_LOG=info,granary_runtime::trace=off` turns them off. The span is
+//! The spans are `DEBUG` under the target `granary_runtime::trace`, so they cost
+//! nothing at the default `info` level; `RUST_LOG=info,granary_runtime::trace=debug`
+//! turns them on, and then the JSON logs of every silo (`--log-format json`, which lists
+//! each event's spans) can be joined on `trace_id`, and every log line a handler writes
+//! carries its call's ids. The span is
 //! not given the caller's span as its `tracing` parent (the callee runs on another task,
 //! maybe in another process): the ids are the link. Nothing is exported to
 //! OpenTelemetry.

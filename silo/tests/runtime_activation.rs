@@ -68,11 +68,19 @@ async fn turns_never_interleave() {
         let g = blocked.clone();
         async move { g.ask(WaitGate).await }
     });
+    let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
+    // The first message is in the mailbox once the activation exists: only then send
+    // the second, so it cannot overtake the first.
+    eventually(
+        "the first message activates the grain",
+        Duration::from_secs(5),
+        || dispatcher.is_active("gated"),
+    )
+    .await;
     let second = tokio::spawn({
         let g = blocked.clone();
         async move { g.ask(Total).await }
     });
-    let dispatcher = silo.dispatcher(Tally::TYPE_NAME).unwrap();
     eventually(
         "second message queued behind the first",
         Duration::from_secs(5),
