@@ -12,15 +12,15 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use support::{bounded, free_ports, run_bin, tail, Output, Procs, FLAG_VARS, START};
+use support::{
+    bounded, flag, fresh_ports, run_bin, substitute, tail, Output, Procs, FLAG_VARS, START,
+};
 use tokio::time::Instant;
 
 const README: &str = include_str!("../../README.md");
@@ -308,45 +308,6 @@ async fn build(app: &Path) -> (Duration, Vec<String>) {
     (took, compiled)
 }
 
-/// The README's addresses, each mapped to a free port of the same kind.
-type PortMap = HashMap<String, SocketAddr>;
-
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1).map(String::as_str)
-}
-
-/// Fresh ports for every silo's `--listen` (TCP) and `--udp` (UDP) address.
-fn fresh_ports(silos: &[&Run]) -> PortMap {
-    let mut map = PortMap::new();
-    for run in silos {
-        let ports = free_ports();
-        for (name, fresh) in [("--listen", ports.tcp), ("--udp", ports.udp)] {
-            let addr = flag(&run.args, name)
-                .unwrap_or_else(|| panic!("a silo line without {name}: {}", run.line));
-            assert!(map.insert(addr.to_owned(), fresh).is_none(), "{addr} twice");
-        }
-    }
-    map
-}
-
-/// `args` with every address replaced by its free port; an address no silo listens on
-/// fails the test.
-fn substitute(args: &[String], map: &PortMap) -> Vec<String> {
-    args.iter()
-        .map(|arg| match map.get(arg) {
-            Some(fresh) => fresh.to_string(),
-            None => {
-                assert!(
-                    arg.parse::<SocketAddr>().is_err(),
-                    "{arg} is not the address of a silo of the section"
-                );
-                arg.clone()
-            }
-        })
-        .collect()
-}
-
 /// The user's silo processes, killed on drop; their logs printed if the test failed.
 struct Silos {
     app: PathBuf,
@@ -463,7 +424,7 @@ async fn readme_own_crate_builds_and_runs() {
         procs: Vec::new(),
     };
     bounded(Duration::from_secs(60), async {
-        let map = fresh_ports(&silos);
+        let map = fresh_ports(silos.iter().map(|r| (r.args.as_slice(), r.line.clone())));
         let deadline = Instant::now() + START;
         let mut slaves = Vec::new();
         for (n, run) in silos.iter().enumerate() {

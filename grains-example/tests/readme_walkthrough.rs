@@ -7,12 +7,13 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::START;
-use support::{bounded, client_bin, free_ports, run_bin, run_client, Ports, Procs, SiloSpec};
+use support::{
+    bounded, client_bin, flag, free_ports, fresh_ports, run_bin, run_client, substitute, PortMap,
+    Ports, Procs, SiloSpec,
+};
 use tokio::time::Instant;
 
 const README: &str = include_str!("../../README.md");
@@ -149,45 +150,6 @@ impl Walkthrough {
     }
 }
 
-/// The README's addresses, each mapped to a free port of the same kind.
-type PortMap = HashMap<String, SocketAddr>;
-
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    let at = args.iter().position(|a| a == name)?;
-    args.get(at + 1).map(String::as_str)
-}
-
-/// Fresh ports for every silo's `--listen` (TCP) and `--udp` (UDP) address.
-fn fresh_ports(walkthrough: &Walkthrough) -> PortMap {
-    let mut map = PortMap::new();
-    for args in &walkthrough.silos {
-        let ports = free_ports();
-        for (name, fresh) in [("--listen", ports.tcp), ("--udp", ports.udp)] {
-            let addr = flag(args, name)
-                .unwrap_or_else(|| panic!("a walkthrough silo without {name}: {args:?}"));
-            assert!(map.insert(addr.to_owned(), fresh).is_none(), "{addr} twice");
-        }
-    }
-    map
-}
-
-/// `args` with every address replaced by its free port; an address no silo listens on
-/// fails the test.
-fn substitute(args: &[String], map: &PortMap) -> Vec<String> {
-    args.iter()
-        .map(|arg| match map.get(arg) {
-            Some(fresh) => fresh.to_string(),
-            None => {
-                assert!(
-                    arg.parse::<SocketAddr>().is_err(),
-                    "{arg} is not the address of a walkthrough silo"
-                );
-                arg.clone()
-            }
-        })
-        .collect()
-}
-
 /// Starts the walkthrough's silos on `map` (fresh ports if `None`), as the README does:
 /// in order, the master first, each slave joined. Tries once more on fresh ports if a
 /// silo exits early. Returns the silos' indices (in README order) and the ports used.
@@ -196,7 +158,7 @@ async fn start_silos(
     walkthrough: &Walkthrough,
     map: Option<PortMap>,
 ) -> (Vec<usize>, PortMap) {
-    let mut map = map.unwrap_or_else(|| fresh_ports(walkthrough));
+    let mut map = map.unwrap_or_else(|| ports_of(walkthrough));
     for attempt in 1..=2 {
         let first = procs.count();
         match try_start_silos(procs, walkthrough, &map).await {
@@ -206,7 +168,7 @@ async fn start_silos(
                 for i in first..procs.count() {
                     procs.kill9(i);
                 }
-                map = fresh_ports(walkthrough);
+                map = ports_of(walkthrough);
             }
             Err(e) => panic!("walkthrough start failed twice: {e}"),
         }
@@ -290,11 +252,21 @@ fn the_walkthrough_parses() {
     let walkthrough = Walkthrough::parse(README);
     assert_eq!(walkthrough.silos.len(), 3, "{walkthrough:?}");
     // A dry run of the substitution: every address used is a silo's.
-    let map = fresh_ports(&walkthrough);
+    let map = ports_of(&walkthrough);
     substitute(&walkthrough.client, &map);
     for args in &walkthrough.silos {
         substitute(args, &map);
     }
+}
+
+/// Fresh ports for the walkthrough's silos.
+fn ports_of(walkthrough: &Walkthrough) -> PortMap {
+    fresh_ports(
+        walkthrough
+            .silos
+            .iter()
+            .map(|args| (args.as_slice(), args.join(" "))),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,10 +31,13 @@
 #![allow(dead_code)]
 
 mod procs;
+mod readme;
 
 // Not every test file names every type.
 #[allow(unused_imports)]
 pub use procs::{Cluster, Procs, SiloSpec};
+#[allow(unused_imports)]
+pub use readme::{flag, fresh_ports, substitute, PortMap};
 
 use std::future::Future;
 use std::io::Read;
