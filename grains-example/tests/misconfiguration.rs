@@ -47,18 +47,24 @@ fn silo_args(ports: Ports) -> Vec<String> {
     ]
 }
 
+/// Starts a slave (no `--role`) whose `--master` is an address nothing listens on, and
+/// waits (within [`ANSWER`]) for its first line containing `needle`: the slave's index,
+/// the dead master address, that line and when the slave was started.
+async fn orphan_slave(procs: &mut Procs, needle: &str) -> (usize, SocketAddr, String, Instant) {
+    let master = dead_udp();
+    let mut args = silo_args(free_ports());
+    args.extend(["--master".into(), master.to_string()]);
+    let started = Instant::now();
+    let slave = procs.spawn(SiloSpec::new("slave", &args));
+    let line = procs.wait_for_line(slave, needle, started + ANSWER).await;
+    (slave, master, line, started)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn master_without_role_infers_slave_and_says_so_first() {
     let mut procs = Procs::new("infer-role");
     bounded(Duration::from_secs(30), async {
-        let master = dead_udp();
-        let mut args = silo_args(free_ports());
-        args.extend(["--master".into(), master.to_string()]);
-        let started = Instant::now();
-        let slave = procs.spawn(SiloSpec::new("slave", &args));
-        let line = procs
-            .wait_for_line(slave, "starting a", started + ANSWER)
-            .await;
+        let (slave, _, line, _) = orphan_slave(&mut procs, "starting a").await;
         assert!(
             line.contains("starting a slave silo (slave because --master is given)"),
             "{line}"
@@ -105,14 +111,8 @@ async fn role_master_with_master_is_refused_in_one_line() {
 async fn a_slave_that_cannot_reach_its_master_says_so_once_per_back_off_step() {
     let mut procs = Procs::new("unreachable-master");
     bounded(Duration::from_secs(40), async {
-        let master = dead_udp();
-        let mut args = silo_args(free_ports());
-        args.extend(["--master".into(), master.to_string()]);
-        let started = Instant::now();
-        let slave = procs.spawn(SiloSpec::new("slave", &args));
-        let line = procs
-            .wait_for_line(slave, "cannot reach the master", started + ANSWER)
-            .await;
+        let (slave, master, line, started) =
+            orphan_slave(&mut procs, "cannot reach the master").await;
         assert!(
             line.contains(&master.to_string()) && line.contains("--master names its --udp"),
             "{line}"
