@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use granary_proto::frame::TraceContext;
 use granary_proto::{codec, CallError, GrainId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -193,11 +194,16 @@ enum Exit {
 }
 
 /// Runs one message on a grain: decode or unbox it, call the handler, shape the reply.
+///
+/// The handler runs inside `span` with `trace` as the context of the calls it makes;
+/// both live in the returned box, so an idle activation's task stays small.
 pub type HandleFn<G> = for<'a> fn(
     &'a mut G,
     &'a mut GrainContext<G>,
     Body,
     ReplyKind,
+    TraceContext,
+    tracing::Span,
 ) -> BoxFuture<'a, Result<ReplyValue, CallError>>;
 
 /// One row of a grain type's handler table.
@@ -232,25 +238,30 @@ fn handle_message<'a, G: Handler<M>, M: Message>(
     ctx: &'a mut GrainContext<G>,
     body: Body,
     kind: ReplyKind,
+    trace: TraceContext,
+    span: tracing::Span,
 ) -> BoxFuture<'a, Result<ReplyValue, CallError>> {
-    Box::pin(async move {
-        let msg: M = match body {
-            Body::Local { value, .. } => *value
-                .downcast::<M>()
-                .map_err(|_| CallError::Codec("message type mismatch".into()))?,
-            Body::Encoded { bytes, .. } => {
-                codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
+    Box::pin(
+        crate::trace::scoped(trace, async move {
+            let msg: M = match body {
+                Body::Local { value, .. } => *value
+                    .downcast::<M>()
+                    .map_err(|_| CallError::Codec("message type mismatch".into()))?,
+                Body::Encoded { bytes, .. } => {
+                    codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
+                }
+            };
+            let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
+            match kind {
+                ReplyKind::None => Ok(ReplyValue::None),
+                ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
+                ReplyKind::Encoded => codec::encode(&reply)
+                    .map(ReplyValue::Encoded)
+                    .map_err(|e| CallError::Codec(e.to_string())),
             }
-        };
-        let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
-        match kind {
-            ReplyKind::None => Ok(ReplyValue::None),
-            ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
-            ReplyKind::Encoded => codec::encode(&reply)
-                .map(ReplyValue::Encoded)
-                .map_err(|e| CallError::Codec(e.to_string())),
-        }
-    })
+        })
+        .instrument(span),
+    )
 }
 
 /// Maps a handler's error to the call error the caller sees.
@@ -412,7 +423,7 @@ async fn turn<G: Grain>(
     let ids = TurnIds::new(trace);
     // Fields are formatted only by a subscriber that records the span. No `tracing`
     // parent: the caller's turn ran on another task, maybe in another process; the ids
-    // are the link (see `crate::trace`).
+    // are the link (see `crate::trace`). Span and context move into the handler's box.
     let span = tracing::debug_span!(
         target: "granary_runtime::trace",
         parent: None,
@@ -427,12 +438,9 @@ async fn turn<G: Grain>(
     if let Some(parent) = ids.parent_span_id {
         span.record("parent_span_id", tracing::field::display(SpanId(parent)));
     }
+    let handling = (entry.handle)(grain, ctx, body, kind, ids.for_children(), span);
     let started = Instant::now();
-    match ids
-        .scope(AssertUnwindSafe((entry.handle)(grain, ctx, body, kind)).catch_unwind())
-        .instrument(span)
-        .await
-    {
+    match AssertUnwindSafe(handling).catch_unwind().await {
         Ok(result) => {
             observer.turn(entry.message, started.elapsed(), result.as_ref().err());
             reply.complete(result);

@@ -81,9 +81,18 @@ impl TurnIds {
     }
 
     /// Runs `future` (the handler) with this turn's context as [`current`].
+    #[cfg(test)]
     pub(crate) async fn scope<F: std::future::Future>(self, future: F) -> F::Output {
-        CURRENT.scope(self.for_children(), future).await
+        scoped(self.for_children(), future).await
     }
+}
+
+/// `future` (a handler) with `context` as [`current`] while it runs.
+pub(crate) fn scoped<F: std::future::Future>(
+    context: TraceContext,
+    future: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CURRENT.scope(context, future)
 }
 
 /// A trace id as span fields show it: 32 lower-case hex digits.
