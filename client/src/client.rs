@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -138,6 +138,7 @@ impl Client {
             peers: peers.clone(),
             addrs: config.gateways,
             current: AtomicUsize::new(0),
+            epoch: AtomicU64::new(0),
         });
         let deadline = Instant::now() + config.connect_timeout;
         let mut failures: Vec<String> = Vec::new();
@@ -329,6 +330,8 @@ struct Gateways {
     addrs: Vec<SocketAddr>,
     /// Index of the gateway in use.
     current: AtomicUsize,
+    /// The newest master epoch a directory answer came from.
+    epoch: AtomicU64,
 }
 
 impl Gateways {
@@ -406,11 +409,22 @@ impl Resolve for Gateways {
             )
             .await?
         {
-            Response::Directory(Ok(Some(silo))) => Ok(silo),
-            Response::Directory(Ok(None)) => Err(CallError::Unreachable(
-                "the directory placed the grain nowhere".into(),
-            )),
-            Response::Directory(Err(e)) => Err(e),
+            Response::Directory { epoch, result } => {
+                // An answer from a master older than one already heard from is stale.
+                let newest = self.epoch.fetch_max(epoch, Ordering::AcqRel);
+                if epoch < newest {
+                    return Err(CallError::Unreachable(format!(
+                        "a directory answer from epoch {epoch}, older than {newest}"
+                    )));
+                }
+                match result {
+                    Ok(Some(silo)) => Ok(silo),
+                    Ok(None) => Err(CallError::Unreachable(
+                        "the directory placed the grain nowhere".into(),
+                    )),
+                    Err(e) => Err(e),
+                }
+            }
             other => Err(CallError::Codec(format!(
                 "unexpected directory answer: {other:?}"
             ))),

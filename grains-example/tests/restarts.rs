@@ -124,8 +124,8 @@ async fn restarted_master(procs: &mut Procs) {
     procs.kill9(cluster.master);
     let killed = Instant::now();
     let master = procs.restart(cluster.master);
-    // The slaves are told REJOIN (the new master does not know them), fence themselves
-    // and join the new generation; they do not exit.
+    // The new master (a new epoch) admits the slaves again; they keep their grains and
+    // report them, and it rebuilds its directory from the reports. They do not exit.
     let deadline = killed + START;
     for &slave in &cluster.slaves {
         let tcp = procs.ports(slave).tcp;
@@ -164,9 +164,10 @@ async fn restarted_master(procs: &mut Procs) {
     );
     for &slave in &cluster.slaves {
         procs.check_alive(slave).unwrap_or_else(|e| panic!("{e}"));
+        let log = procs.log(slave);
         assert!(
-            procs.log(slave).contains("master restarted"),
-            "{} did not notice the new master generation",
+            log.contains("following the acting master") && log.contains("reported"),
+            "{} did not follow and report to the new master:\n{log}",
             procs.name(slave)
         );
     }

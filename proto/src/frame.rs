@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::codec::{self, CodecError};
+use crate::replica::{ReplicaError, StoreChange, StorePosition};
 use crate::status::{ClusterStatus, SiloStatus};
 use crate::{CallError, GrainId};
 
@@ -32,8 +33,9 @@ use crate::{CallError, GrainId};
 pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 
 /// Version byte written in front of every frame body. 2: a grain call carries an
-/// optional [`TraceContext`].
-pub const FRAME_VERSION: u8 = 2;
+/// optional [`TraceContext`]. 3: directory answers carry the master's epoch; directory
+/// reports and store replication between candidates.
+pub const FRAME_VERSION: u8 = 3;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -138,6 +140,17 @@ pub enum Request {
         /// nobody confirms are swept after a while.
         from: Option<SiloAddr>,
     },
+    /// A slave tells a newly elected master which grains it hosts, so the master rebuilds
+    /// its directory without re-activating them. Served by the acting master; answered
+    /// with [`Response::DirectoryReport`].
+    DirectoryReport {
+        /// The epoch of the master the report is for.
+        epoch: u64,
+        /// The reporting slave.
+        silo: SiloAddr,
+        /// Every grain active on it.
+        grains: Vec<GrainId>,
+    },
     /// Remove the entry for `grain` if it still points at `silo`. Served by the master.
     /// Answered with [`Response::Directory`] (`Ok(None)` on success).
     DirectoryUnregister {
@@ -170,6 +183,33 @@ pub enum Request {
         /// The etag the writer last saw.
         expected: Option<String>,
     },
+    /// Acting master → standby candidate: apply this batch of store changes, which
+    /// follows `prev` and brings the standby to `next`. Answered with
+    /// [`Response::StoreReplica`].
+    StoreAppend {
+        /// The sender's leadership epoch.
+        epoch: u64,
+        /// Where the standby must stand for the batch to apply.
+        prev: StorePosition,
+        /// Where the batch brings it.
+        next: StorePosition,
+        /// The record changes, in commit order.
+        changes: Vec<StoreChange>,
+    },
+    /// Acting master → standby candidate: one chunk of a full copy of the store, for a
+    /// standby too far behind for [`Request::StoreAppend`]. Chunks are staged; the last
+    /// one (`done`) replaces the standby's records in one transaction. Answered with
+    /// [`Response::StoreReplica`].
+    StoreSnapshot {
+        /// The sender's leadership epoch.
+        epoch: u64,
+        /// First chunk: discard anything staged before.
+        start: bool,
+        /// Records as stored: id and bytes.
+        records: Vec<(String, Vec<u8>)>,
+        /// Last chunk: the position the copy corresponds to.
+        done: Option<StorePosition>,
+    },
     /// Liveness and latency probe. Answered with [`Response::Pong`].
     Ping,
     /// What this silo reports about itself. Answered with [`Response::SiloStatus`].
@@ -184,8 +224,19 @@ pub enum Request {
 pub enum Response {
     /// Result of [`Request::Grain`]: the encoded reply, or why the call failed.
     Grain(Result<Vec<u8>, CallError>),
-    /// Result of a directory request: the (winning) address, if any.
-    Directory(Result<Option<SiloAddr>, CallError>),
+    /// Result of a directory request: the (winning) address, if any, and the epoch of
+    /// the master that answered (callers ignore answers older than what they know).
+    Directory {
+        /// The answering master's epoch (0 when a silo that is not the master answers).
+        epoch: u64,
+        /// The owner, `Ok(None)` for an unregister, or why there is none.
+        result: Result<Option<SiloAddr>, CallError>,
+    },
+    /// Result of [`Request::DirectoryReport`].
+    DirectoryReport(ReportOutcome),
+    /// Result of [`Request::StoreAppend`] and [`Request::StoreSnapshot`]: where the
+    /// standby's store now stands, durably.
+    StoreReplica(Result<StorePosition, ReplicaError>),
     /// Result of [`Request::StorageRead`]: the encoded state and its etag, if stored.
     StorageRead(Result<Option<(Vec<u8>, String)>, WireStorageError>),
     /// Result of [`Request::StorageWrite`]: the new etag.
@@ -235,6 +286,29 @@ pub enum WireStorageError {
     /// Stored bytes could not be decoded.
     #[error("stored state is unreadable: {0}")]
     Corrupt(String),
+    /// The silo asked is not the acting master (a standby, or a master whose lease ran
+    /// out): nothing was done; ask the acting master.
+    #[error("not the acting master: {0}")]
+    NotLeader(String),
+}
+
+/// What the acting master made of a [`Request::DirectoryReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReportOutcome {
+    /// The claims are recorded, except `rejected`: grains the directory already places
+    /// elsewhere. The slave must drop those activations without running them again.
+    Accepted {
+        /// Claims refused.
+        rejected: Vec<GrainId>,
+    },
+    /// The slave is not a member of this master's cluster (declared dead, or never
+    /// welcomed): it must fence itself (drop every grain) and join again.
+    NotMember,
+    /// The silo asked is not the acting master of `epoch` (or any later one).
+    NotLeader {
+        /// The newest epoch the silo knows.
+        epoch: u64,
+    },
 }
 
 /// Why a frame could not be read or written.

@@ -9,6 +9,7 @@
 //! - [`codec`]: the only place that calls bincode; everything else encodes through it.
 //! - [`packet`]: UDP membership packets (HANDSHAKE, WELCOME, HEARTBEAT, …), HMAC-signed.
 //! - [`frame`]: TCP frames between clients and silos and between silos.
+//! - [`replica`]: store positions and changes the acting master replicates, and election.
 //! - [`status`]: what silos report about themselves and the cluster (status, events).
 #![warn(
     missing_docs,
@@ -22,6 +23,7 @@ pub mod error;
 pub mod frame;
 pub mod id;
 pub mod packet;
+pub mod replica;
 pub mod status;
 
 pub use codec::CodecError;

@@ -1,16 +1,24 @@
 //! UDP membership packets: what silos say to each other to form a cluster.
 //!
-//! One master silo and any number of slave silos exchange small datagrams:
+//! One or more master *candidates* and any number of slave silos exchange small
+//! datagrams. One candidate at a time is the acting master, elected for an *epoch*; the
+//! others are standbys.
 //!
 //! | packet              | direction              | meaning                                        |
 //! |---------------------|------------------------|------------------------------------------------|
-//! | `HANDSHAKE`         | slave → master         | "let me in" (also: "send me the list again")   |
+//! | `HANDSHAKE`         | slave → candidates     | "let me in" (also: "send me the list again")   |
 //! | `WELCOME`           | master → slave         | accepted; the member list and the parameters   |
-//! | `HEARTBEAT`         | both ways              | "I am alive", with the sender's load           |
-//! | `SHUTDOWN`          | both ways              | graceful leave; from the master: "shut down"   |
+//! | `HEARTBEAT`         | slave → master, answered | "I am alive", with the sender's load; the answer renews the slave's lease |
+//! | `SHUTDOWN`          | both ways              | graceful leave; from a lone master: "shut down" |
 //! | `SLAVE_CONNECT`     | master → slaves        | a slave joined                                 |
 //! | `SLAVE_DISCONNECT`  | master → slaves        | a slave left or was declared dead              |
 //! | `REJOIN`            | master → slave         | "I do not know you (any more): handshake"      |
+//! | `NOT_LEADER`        | standby → slave        | "I am not the acting master; it is …"          |
+//! | `LEADER_BEAT`       | master → candidates    | "I act for this epoch": renews its lease       |
+//! | `LEADER_BEAT_ACK`   | candidate → master     | the lease renewal, with the standby's store position |
+//! | `STANDBY_BEAT`      | standby → candidates   | "I am alive", with what it knows               |
+//! | `VOTE_REQUEST`      | candidate → candidates | "elect me for this epoch" (Bully-ordered)     |
+//! | `VOTE`              | candidate → candidate  | granted or refused                             |
 //!
 //! The protocol logic lives in the silo (`granary_silo::membership`); this module only
 //! defines the vocabulary and its wire format.
@@ -55,11 +63,12 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::codec::{self, CodecError};
+use crate::replica::StorePosition;
 
 /// The first four bytes of every packet: `b"GRN"` followed by [`VERSION`].
 pub const MAGIC: [u8; 4] = [b'G', b'R', b'N', VERSION];
 /// Version of the packet format; bumped on any incompatible change.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the body: [`MAGIC`] plus the flags byte.
 pub const HEADER_LEN: usize = MAGIC.len() + 1;
 /// Length of the HMAC-SHA256 tag that ends a signed packet.
@@ -182,12 +191,17 @@ pub enum DepartureReason {
 /// to its member list increments it by one and is announced by exactly one
 /// SLAVE_CONNECT or SLAVE_DISCONNECT. A slave that sees a gap (or reports an older view
 /// in its heartbeat) is sent a fresh WELCOME, so lost or reordered datagrams heal.
+///
+/// `epoch` fields carry the acting master's leadership epoch: it grows with every
+/// election, and everyone ignores what a master of an older epoch says.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Debug)]
 pub enum PacketBody {
-    /// Slave → master: join, or (from a known member) ask for the WELCOME again.
+    /// Slave → candidates: join, or (from a known member) ask for the WELCOME again.
     Handshake,
     /// Master → slave: accepted. `members` includes the master and the receiver.
     Welcome {
+        /// The acting master's epoch.
+        epoch: u64,
         /// The master's membership version this list corresponds to.
         view: u64,
         /// Heartbeat timing the slave must adopt.
@@ -195,15 +209,21 @@ pub enum PacketBody {
         /// Every active member, master included.
         members: Vec<WireMember>,
     },
-    /// Both ways: liveness plus the sender's load.
+    /// Slave → master, and the master's answer to each one: liveness plus the sender's
+    /// load. The answer's `ack` renews the slave's hosting lease.
     Heartbeat {
+        /// From the master: its epoch. From a slave: the epoch of the master it follows.
+        epoch: u64,
         /// The sender's load when the heartbeat was sent.
         load: LoadReport,
         /// From the master: its membership version. From a slave: the last master
         /// version it applied (the master re-sends WELCOME when this is behind).
         view: u64,
+        /// From the master: the sequence number of the slave's packet it answers (the
+        /// slave's lease runs from when it sent that packet). From a slave: 0.
+        ack: u64,
     },
-    /// Graceful leave. From the master it also means "shut down".
+    /// Graceful leave. From a master without standbys it also means "shut down".
     Shutdown,
     /// Master → slaves: `member` joined.
     SlaveConnect {
@@ -225,6 +245,59 @@ pub enum PacketBody {
     /// declared dead, or the master restarted); the slave must fence itself and send
     /// HANDSHAKE again.
     Rejoin,
+    /// Standby → slave (answering HANDSHAKE or HEARTBEAT): this candidate is not the
+    /// acting master; `leader` is the one it follows, if it knows one.
+    NotLeader {
+        /// The newest epoch the standby knows.
+        epoch: u64,
+        /// The acting master it follows.
+        leader: Option<SiloId>,
+    },
+    /// Acting master → candidates, every candidate heartbeat: the master's claim to its
+    /// epoch. Majority-acknowledged rounds extend its lease.
+    LeaderBeat {
+        /// The master's epoch.
+        epoch: u64,
+        /// Round number, echoed in the acknowledgement.
+        round: u64,
+    },
+    /// Candidate → acting master: acknowledges a LEADER_BEAT round; the candidate will
+    /// not vote for anyone else for a while.
+    LeaderBeatAck {
+        /// The epoch acknowledged (or, when newer than the master's, the standby's own:
+        /// the master must step down).
+        epoch: u64,
+        /// The round acknowledged.
+        round: u64,
+        /// Where the standby's replica of the store stands.
+        position: StorePosition,
+    },
+    /// Standby → candidates, every candidate heartbeat: liveness, plus what the standby
+    /// knows (Bully: a candidate defers to a live, more up-to-date or higher one).
+    StandbyBeat {
+        /// The newest epoch the standby knows.
+        epoch: u64,
+        /// The acting master it follows, if any.
+        leader: Option<SiloId>,
+        /// Where its replica of the store stands.
+        position: StorePosition,
+    },
+    /// Candidate → candidates: elect the sender for `epoch`.
+    VoteRequest {
+        /// The epoch the sender campaigns for.
+        epoch: u64,
+        /// Where the sender's store stands; voters refuse candidates behind them.
+        position: StorePosition,
+    },
+    /// Candidate → campaigning candidate: the vote.
+    Vote {
+        /// The epoch voted in (or the voter's newer one, when it refuses).
+        epoch: u64,
+        /// True if the vote is granted.
+        granted: bool,
+        /// Where the voter's store stands.
+        position: StorePosition,
+    },
 }
 
 impl PacketBody {
@@ -238,7 +311,25 @@ impl PacketBody {
             PacketBody::SlaveConnect { .. } => "SLAVE_CONNECT",
             PacketBody::SlaveDisconnect { .. } => "SLAVE_DISCONNECT",
             PacketBody::Rejoin => "REJOIN",
+            PacketBody::NotLeader { .. } => "NOT_LEADER",
+            PacketBody::LeaderBeat { .. } => "LEADER_BEAT",
+            PacketBody::LeaderBeatAck { .. } => "LEADER_BEAT_ACK",
+            PacketBody::StandbyBeat { .. } => "STANDBY_BEAT",
+            PacketBody::VoteRequest { .. } => "VOTE_REQUEST",
+            PacketBody::Vote { .. } => "VOTE",
         }
+    }
+
+    /// True for what only master candidates say to each other.
+    pub fn is_between_candidates(&self) -> bool {
+        matches!(
+            self,
+            PacketBody::LeaderBeat { .. }
+                | PacketBody::LeaderBeatAck { .. }
+                | PacketBody::StandbyBeat { .. }
+                | PacketBody::VoteRequest { .. }
+                | PacketBody::Vote { .. }
+        )
     }
 }
 

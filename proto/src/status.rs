@@ -120,12 +120,19 @@ pub struct HotGrain {
 /// Where a silo stands, as it sees itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SiloState {
-    /// Serving grains (a master, or a slave joined to it).
+    /// Serving: the acting master, or a slave joined to it under a valid lease.
     Active,
-    /// A slave that has not joined its master yet.
+    /// A slave that has not joined its master yet (or a candidate that knows no acting
+    /// master yet: an election runs).
     Joining,
-    /// A slave cut off from its master: it hosts nothing until it rejoins.
+    /// A slave the master does not count any more, or cut off from every candidate: its
+    /// grains are dropped and it hosts nothing until a master accepts it again.
     Fenced,
+    /// A slave whose hosting lease ran out (its master died or is unreachable, or a new
+    /// master has not accepted its report yet): its grains wait, running nothing.
+    Suspended,
+    /// A master candidate that follows the acting master, ready to take over.
+    Standby,
     /// Shutting down.
     Leaving,
     /// Declared dead by the master (only ever reported about another silo).
@@ -139,6 +146,8 @@ impl SiloState {
             SiloState::Active => "active",
             SiloState::Joining => "joining",
             SiloState::Fenced => "fenced",
+            SiloState::Suspended => "suspended",
+            SiloState::Standby => "standby",
             SiloState::Leaving => "leaving",
             SiloState::Dead => "dead",
         }

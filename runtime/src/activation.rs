@@ -16,7 +16,7 @@
 use std::any::Any;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::envelope::{Body, Envelope, ReplyKind, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
+use crate::lease::HostingLease;
 use crate::router::Router;
 use crate::storage::{GrainStorage, StorageError};
 use crate::trace::{SpanId, TraceId, TurnIds};
@@ -64,6 +65,8 @@ pub struct ActivationArgs {
     pub stats: Arc<ActivationStats>,
     /// Sees every turn (the host's per-type metrics).
     pub observer: Arc<dyn TurnObserver>,
+    /// The silo's right to run turns and write state (see [`HostingLease`]).
+    pub lease: Arc<HostingLease>,
 }
 
 /// Sees every message an activation handles: which one, how long the handler took and
@@ -122,9 +125,13 @@ pub trait ActivationHost: Send + Sync + 'static {
     fn retire(&self, id: &GrainId, activation_id: u64, mailbox: &mut Mailbox, leftovers: Leftovers);
 }
 
-/// Live counters of one activation. Written by its task, read by the host.
+/// What an activation's task and its host share: live counters written by the task and
+/// read by the host, and the host's request to discard the activation.
 #[derive(Debug)]
 pub struct ActivationStats {
+    /// Set by the host before it stops the activation: end without `on_deactivate` and
+    /// without writing state (another activation may own the grain now).
+    discard: AtomicBool,
     /// When the activation was created (base of the millisecond fields).
     created: Instant,
     /// Messages handled so far.
@@ -148,6 +155,7 @@ impl ActivationStats {
     /// Fresh counters, created now.
     pub fn new() -> Self {
         Self {
+            discard: AtomicBool::new(false),
             created: Instant::now(),
             messages: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
@@ -163,6 +171,17 @@ impl ActivationStats {
     /// When the activation last handled a message (or was created).
     pub fn last_active(&self) -> Instant {
         self.created + Duration::from_millis(self.last_active_ms.load(Ordering::Relaxed))
+    }
+
+    /// Asks the activation to end without `on_deactivate` and without writing its state
+    /// when it is next stopped (the host then cancels its stop token).
+    pub fn discard(&self) {
+        self.discard.store(true, Ordering::Release);
+    }
+
+    /// True once [`Self::discard`] was called.
+    pub fn discarded(&self) -> bool {
+        self.discard.load(Ordering::Acquire)
     }
 
     /// Messages per second over the last one-second window.
@@ -290,8 +309,9 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         stop,
         stats,
         observer,
+        lease,
     } = args;
-    let mut ctx = GrainContext::<G>::new(id.clone(), storage, router.clone());
+    let mut ctx = GrainContext::<G>::new(id.clone(), storage, router.clone(), lease.clone());
 
     let activated = AssertUnwindSafe(async {
         ctx.load_state()
@@ -335,13 +355,25 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     // Built once: re-creating `cancelled()` per turn costs several lock operations.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    // A message taken from the mailbox while the silo's lease had run out: it waits for
+    // a renewal, and goes to the next activation if this one stops first.
+    let mut held: Option<Box<Envelope>> = None;
     let exit = 'outer: loop {
         let exit = loop {
             tokio::select! {
                 biased;
                 () = &mut stopped => break Exit::Stop,
                 next = mailbox.recv() => {
-                    let Some(envelope) = next else { break Exit::Stop };
+                    let Some(mut envelope) = next else { break Exit::Stop };
+                    if !lease.is_valid() {
+                        held = Some(envelope);
+                        tokio::select! {
+                            biased;
+                            () = &mut stopped => break Exit::Stop,
+                            () = lease.wait_valid() => {}
+                        }
+                        envelope = held.take().expect("held just above");
+                    }
                     let panicked =
                         turn(&mut grain, &mut ctx, handlers, *envelope, observer.as_ref()).await;
                     last_active = Instant::now();
@@ -362,7 +394,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                 }
             }
         };
-        if exit == Exit::Panicked {
+        if exit == Exit::Panicked || (exit == Exit::Stop && stats.discarded()) {
             break exit;
         }
         match AssertUnwindSafe(grain.on_deactivate(&mut ctx))
@@ -394,7 +426,12 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
 
     host.release(&id).await;
     host.retire(&id, activation_id, &mut mailbox, Leftovers::Redeliver);
-    // Senders that raced the close: their messages still go to the next activation.
+    // The message held for a lease renewal, and senders that raced the close: their
+    // messages still go to the next activation (none of them ran here).
+    if let Some(envelope) = held {
+        let deadline = Instant::now() + crate::DEFAULT_CALL_TIMEOUT;
+        let _ = router.deliver(*envelope, deadline).await;
+    }
     while let Some(envelope) = mailbox.recv().await {
         let deadline = Instant::now() + crate::DEFAULT_CALL_TIMEOUT;
         let _ = router.deliver(*envelope, deadline).await;

@@ -12,6 +12,7 @@ use granary_proto::{codec, GrainId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::lease::HostingLease;
 use crate::router::Router;
 use crate::storage::{Etag, GrainStorage, StorageError};
 
@@ -94,6 +95,8 @@ pub struct GrainContext<G: Grain> {
     storage: Arc<dyn GrainStorage>,
     /// How references reach other grains (see `GrainContext::grain` in `reference`).
     pub(crate) router: Arc<dyn Router>,
+    /// The silo's right to write state: checked before and after every write.
+    lease: Arc<HostingLease>,
 }
 
 impl<G: Grain> GrainContext<G> {
@@ -101,8 +104,10 @@ impl<G: Grain> GrainContext<G> {
         id: GrainId,
         storage: Arc<dyn GrainStorage>,
         router: Arc<dyn Router>,
+        lease: Arc<HostingLease>,
     ) -> Self {
         Self {
+            lease,
             id,
             state: G::State::default(),
             etag: None,
@@ -157,6 +162,11 @@ impl<G: Grain> GrainContext<G> {
     /// [`StorageError::Conflict`] someone else wrote newer state: nothing is written, and
     /// the grain deactivates after this turn so the next activation reads the newer state.
     /// On other errors the state stays dirty and the write may be retried.
+    ///
+    /// In a cluster, a slave that lost its hosting lease (cut off from the acting master)
+    /// refuses the write with [`StorageError::Unavailable`] before sending it; a write the
+    /// store acknowledges only after the lease ran out fails with `Unavailable` too (its
+    /// outcome is unknown to the caller) and the grain deactivates.
     pub async fn write_state(&mut self) -> Result<(), StorageError> {
         if Self::stateless() {
             self.dirty = false;
@@ -165,6 +175,7 @@ impl<G: Grain> GrainContext<G> {
         if self.conflicted {
             return Err(self.stale_error());
         }
+        self.check_lease()?;
         let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
         match self
             .storage
@@ -174,7 +185,7 @@ impl<G: Grain> GrainContext<G> {
             Ok(etag) => {
                 self.etag = Some(etag);
                 self.dirty = false;
-                Ok(())
+                self.check_acknowledged_in_time()
             }
             Err(err) => {
                 if err.is_conflict() {
@@ -187,12 +198,14 @@ impl<G: Grain> GrainContext<G> {
         }
     }
 
-    /// Deletes the stored record and resets the state to its default.
+    /// Deletes the stored record and resets the state to its default. The hosting lease
+    /// is checked as for [`write_state`](Self::write_state).
     pub async fn clear_state(&mut self) -> Result<(), StorageError> {
         if !Self::stateless() {
             if self.conflicted {
                 return Err(self.stale_error());
             }
+            self.check_lease()?;
             if let Err(err) = self.storage.clear(&self.id, self.etag.as_deref()).await {
                 if err.is_conflict() {
                     self.conflicted = true;
@@ -204,7 +217,41 @@ impl<G: Grain> GrainContext<G> {
         self.etag = None;
         self.state = G::State::default();
         self.dirty = false;
-        Ok(())
+        if Self::stateless() {
+            Ok(())
+        } else {
+            self.check_acknowledged_in_time()
+        }
+    }
+
+    /// Refuses a write while the silo's hosting lease is not held.
+    fn check_lease(&self) -> Result<(), StorageError> {
+        if self.lease.is_valid() {
+            Ok(())
+        } else {
+            Err(StorageError::Unavailable(
+                "this silo lost its hosting lease (cut off from the acting master): nothing was written".into(),
+            ))
+        }
+    }
+
+    /// After the store acknowledged a write: if the lease ran out meanwhile, another
+    /// activation may already serve this grain without having seen the write, so the
+    /// caller must not be told it is done. The state here is not trusted any more.
+    fn check_acknowledged_in_time(&mut self) -> Result<(), StorageError> {
+        if self.lease.acknowledged_in_time(std::time::Instant::now()) {
+            return Ok(());
+        }
+        self.conflicted = true;
+        self.deactivate = true;
+        let late = self
+            .lease
+            .valid_until()
+            .map(|until| std::time::Instant::now().saturating_duration_since(until));
+        tracing::warn!(grain = %self.id, ?late, "a state write was acknowledged after this silo's hosting lease ran out; deactivating the grain");
+        Err(StorageError::Unavailable(
+            "this silo's hosting lease ran out while the write was in flight: its outcome is unknown".into(),
+        ))
     }
 
     /// Asks the runtime to deactivate this grain once the current turn ends

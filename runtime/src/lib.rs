@@ -14,6 +14,7 @@
 //! Each module uses only those listed above it:
 //! - [`storage`]: the [`GrainStorage`] trait every state provider implements.
 //! - [`trace`]: the `grain_call` span of every turn and the trace context calls carry.
+//! - [`lease`]: [`HostingLease`], whether this silo may run turns and write state now.
 //! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).
 //! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
 //! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement, and the
@@ -65,6 +66,7 @@
 pub mod activation;
 pub mod envelope;
 pub mod grain;
+pub mod lease;
 pub mod reference;
 pub mod registry;
 pub mod router;
@@ -73,6 +75,7 @@ pub mod trace;
 
 pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};
+pub use lease::HostingLease;
 pub use reference::{Ask, GrainRef, Tell, DEFAULT_CALL_TIMEOUT};
 pub use registry::RegisteredMessage;
 pub use router::Router;

@@ -48,6 +48,19 @@ impl Catalog {
         self.dispatchers().iter().map(|d| d.stats()).collect()
     }
 
+    /// Every grain active here (a slave's report to a new master).
+    pub(crate) fn hosted(&self) -> Vec<granary_proto::GrainId> {
+        self.dispatchers
+            .values()
+            .flat_map(|d| {
+                let type_name = d.grain_type();
+                d.keys()
+                    .into_iter()
+                    .map(move |key| granary_proto::GrainId::new(type_name, key))
+            })
+            .collect()
+    }
+
     /// `(activations, queued messages)` over all grain types.
     pub(crate) fn load(&self) -> (usize, usize) {
         self.dispatchers

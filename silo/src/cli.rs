@@ -18,24 +18,27 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterConfig, ClusterSilo};
-use crate::membership::MembershipConfig;
-use crate::storage::StorageSpec;
+use std::sync::Arc;
+
+use crate::cluster::{ClusterConfig, ClusterSilo, SiloStore};
+use crate::membership::{ElectionMode, MembershipConfig, SiloRole};
+use crate::storage::{EmbeddedStorage, StorageSpec};
 use crate::{SiloConfig, StartError};
 
-/// Start a Granary silo (master or slave).
+/// Start a Granary silo (master candidate or slave).
 ///
 /// Every flag can also be set through the environment variable named in brackets.
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "silo",
     version,
-    about = "Start a Granary silo: a master (grain directory and store) or a slave (hosts grains).",
+    about = "Start a Granary silo: a master candidate (grain directory and store; one acts, the others stand by) or a slave (hosts grains).",
     long_about = None
 )]
 pub struct SiloArgs {
-    /// Master keeps the grain directory (and by default the grain store); slaves host
-    /// grains. Default: slave when --master is given, else master.
+    /// Master candidates keep the grain directory (and by default the grain store; one of
+    /// them acts, elected, the others stand by); slaves host grains. Default: slave when
+    /// --master is given, else master.
     #[arg(long, value_enum, env = "GRANARY_ROLE")]
     pub role: Option<Role>,
 
@@ -56,13 +59,22 @@ pub struct SiloArgs {
     #[arg(long, env = "GRANARY_ADVERTISE_UDP")]
     pub advertise_udp: Option<String>,
 
-    /// The master's UDP address (HOST:PORT, its --udp); makes this silo a slave.
-    #[arg(long, env = "GRANARY_MASTER")]
-    pub master: Option<String>,
+    /// A master candidate's UDP address (HOST:PORT, its --udp); makes this silo a slave.
+    /// Repeat it (or separate with commas) to name several candidates: the slave finds
+    /// the acting master among them.
+    #[arg(long, env = "GRANARY_MASTER", value_delimiter = ',')]
+    pub master: Vec<String>,
+
+    /// Another master candidate's UDP address (HOST:PORT, its --udp); repeat it (or
+    /// separate with commas) for each. Makes this silo one of several master candidates:
+    /// a majority of them elects the acting master (3 candidates survive the loss of 1).
+    #[arg(long, env = "GRANARY_PEERS", value_delimiter = ',')]
+    pub peer: Vec<String>,
 
     /// Grain store: `embedded:PATH` (or a bare path), `memory`, or `mongodb://…`.
-    /// Default on the master: embedded:granary-data/grains.redb, served to the slaves.
-    /// Default on a slave: the master's store.
+    /// Default on a master candidate: embedded:granary-data/grains.redb, served to the
+    /// slaves by the acting master and replicated to the other candidates. Default on a
+    /// slave: the acting master's store. With mongodb://, give every silo the same URI.
     #[arg(long, env = "GRANARY_STORAGE")]
     pub storage: Option<StorageSpec>,
 
@@ -70,7 +82,8 @@ pub struct SiloArgs {
     #[arg(long, env = "GRANARY_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "15m")]
     pub idle_timeout: Duration,
 
-    /// Time between heartbeats (a silo missing 3 is declared dead).
+    /// Time between heartbeats (a slave missing 3 is declared dead; candidates beat each
+    /// other twice as often).
     #[arg(long, env = "GRANARY_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub heartbeat_interval: Duration,
 
@@ -192,20 +205,70 @@ async fn resolve(what: &str, addr: &str) -> Result<SocketAddr, RunError> {
     }
 }
 
-/// The role to run: `--role` if given (refusing `--role master` with `--master`), else
-/// slave with `--master` and master without. Also says how it was chosen.
+/// The role to run: `--role` if given (refusing `--role master` with `--master`, and
+/// `--peer` on a slave), else slave with `--master` and master without. Also says how it
+/// was chosen.
 fn choose_role(args: &SiloArgs) -> Result<(Role, &'static str), RunError> {
-    match (args.role, &args.master) {
-        (Some(Role::Master), Some(master)) => Err(RunError::Config(format!(
-            "--role master with --master {master}: a silo given --master joins that master as a \
-             slave; drop --role master (or say --role slave), or drop --master to start a new cluster"
+    let master = args.master.join(",");
+    match (args.role, args.master.is_empty(), args.peer.is_empty()) {
+        (_, false, false) => Err(RunError::Config(format!(
+            "--master {master} with --peer {}: --master names the candidates a slave joins, \
+             --peer the other candidates of a master candidate; give one or the other",
+            args.peer.join(",")
         ))),
-        (Some(Role::Slave), None) => Err(RunError::Config(
-            "--role slave needs --master HOST:PORT (the master's --udp address)".into(),
+        (Some(Role::Master), false, _) => Err(RunError::Config(format!(
+            "--role master with --master {master}: a silo given --master joins that master as a \
+             slave; drop --role master (or say --role slave), or drop --master to start a new \
+             cluster (other master candidates are named with --peer)"
+        ))),
+        (Some(Role::Slave), true, _) => Err(RunError::Config(
+            "--role slave needs --master HOST:PORT (a master candidate's --udp address)".into(),
         )),
-        (Some(role), _) => Ok((role, "")),
-        (None, Some(_)) => Ok((Role::Slave, " (slave because --master is given)")),
-        (None, None) => Ok((Role::Master, " (master because no --master is given)")),
+        (Some(role), _, _) => Ok((role, "")),
+        (None, false, _) => Ok((Role::Slave, " (slave because --master is given)")),
+        (None, true, true) => Ok((Role::Master, " (master because no --master is given)")),
+        (None, true, false) => Ok((Role::Master, " (master candidate because --peer is given)")),
+    }
+}
+
+/// Opens the store a silo of `role` runs on (see [`SiloStore`]): a candidate's embedded
+/// store as such (it is replicated among the candidates and keeps the election state).
+async fn open_store(role: Role, spec: Option<&StorageSpec>) -> Result<SiloStore, RunError> {
+    match (role, spec) {
+        (Role::Slave, None) => Ok(SiloStore::default()),
+        (Role::Slave, Some(spec)) => {
+            if !matches!(spec, StorageSpec::Mongo { .. }) {
+                tracing::warn!("this slave has a store of its own ({spec}): grains that move to another slave will not find their state");
+            }
+            Ok(SiloStore {
+                grains: Some(spec.open().await?),
+                ..SiloStore::default()
+            })
+        }
+        (Role::Master, spec) => {
+            let spec = spec.cloned().unwrap_or_default();
+            tracing::info!("opening the grain store {spec}");
+            match &spec {
+                StorageSpec::Embedded(path) => {
+                    let path = path.clone();
+                    let store = tokio::task::spawn_blocking(move || EmbeddedStorage::open(path))
+                        .await
+                        .map_err(|e| {
+                            RunError::Storage(granary_runtime::StorageError::Failed(format!(
+                                "opening embedded store: {e}"
+                            )))
+                        })??;
+                    Ok(SiloStore {
+                        embedded: Some(Arc::new(store)),
+                        ..SiloStore::default()
+                    })
+                }
+                _ => Ok(SiloStore {
+                    grains: Some(spec.open().await?),
+                    ..SiloStore::default()
+                }),
+            }
+        }
     }
 }
 
@@ -222,12 +285,33 @@ pub async fn run(args: SiloArgs, shutdown: impl Future<Output = ()>) -> Result<(
             Role::Slave => "slave",
         }
     );
-    let mut membership = match (role, &args.master) {
-        (Role::Slave, Some(master)) => MembershipConfig::slave(resolve("--master", master).await?),
-        _ => MembershipConfig::master(),
+    let mut membership = match role {
+        Role::Slave => {
+            let mut masters = Vec::new();
+            for master in &args.master {
+                masters.push(resolve("--master", master).await?);
+            }
+            MembershipConfig {
+                role: SiloRole::Slave,
+                masters,
+                ..MembershipConfig::default()
+            }
+        }
+        Role::Master => {
+            let mut peers = Vec::new();
+            for peer in &args.peer {
+                peers.push(resolve("--peer", peer).await?);
+            }
+            MembershipConfig::candidate(peers)
+        }
     }
     .with_heartbeat_interval(args.heartbeat_interval)
     .with_missed_heartbeats(args.missed_heartbeats);
+    if role == Role::Master && matches!(args.storage, Some(StorageSpec::Mongo { .. })) {
+        // Every silo shares the store: candidates elect through a lease in it, so the
+        // last candidate standing can act alone.
+        membership = membership.with_election(ElectionMode::SharedStore);
+    }
     if let Some(key) = &args.cluster_key {
         membership = membership.with_cluster_key(key.as_bytes().to_vec());
     }
@@ -241,22 +325,9 @@ pub async fn run(args: SiloArgs, shutdown: impl Future<Output = ()>) -> Result<(
     if let Some(addr) = &args.advertise_udp {
         cluster.advertise_udp = Some(resolve("--advertise-udp", addr).await?);
     }
-    let storage = match (role, &args.storage) {
-        (Role::Master, spec) => {
-            let spec = spec.clone().unwrap_or_default();
-            tracing::info!("opening the grain store {spec}");
-            Some(spec.open().await?)
-        }
-        (Role::Slave, None) => None,
-        (Role::Slave, Some(spec)) => {
-            if !matches!(spec, StorageSpec::Mongo { .. }) {
-                tracing::warn!("this slave has a store of its own ({spec}): grains that move to another slave will not find their state");
-            }
-            Some(spec.open().await?)
-        }
-    };
+    let store = open_store(role, args.storage.as_ref()).await?;
     let config = SiloConfig::default().with_idle_timeout(args.idle_timeout);
-    let silo = ClusterSilo::start(config, cluster, storage).await?;
+    let silo = ClusterSilo::start_on(config, cluster, store).await?;
     tokio::select! {
         () = shutdown => tracing::info!("shutdown signal received"),
         () = silo.shutdown_requested() => tracing::info!("the master asked this silo to shut down"),

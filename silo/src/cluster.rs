@@ -21,7 +21,9 @@
 //! serving the directory and store until they have released their grains.
 
 mod events;
+mod lease;
 mod local;
+mod report;
 mod tasks;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,11 +35,12 @@ use granary_net::routing::ClusterRouter;
 use granary_net::transport::{ClusterKey, Peers, TransportConfig};
 use granary_proto::frame::SiloAddr;
 use granary_proto::packet::{LoadReport, SiloId};
+use granary_proto::replica::StorePosition;
 use granary_proto::status::{ClusterEvent, ClusterStatus, SiloStatus};
 use granary_proto::{CallError, GrainId};
-use granary_runtime::{Grain, GrainRef, GrainStorage, Router};
+use granary_runtime::{Grain, GrainRef, GrainStorage, HostingLease, Router};
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,23 +49,52 @@ use crate::catalog::Catalog;
 use crate::config::SiloConfig;
 use crate::directory::Directory;
 use crate::dispatcher::DispatcherStats;
-use crate::gateway::Gateway;
-use crate::membership::{Membership, MembershipConfig, MembershipSnapshot, SiloRole};
+use crate::gateway::{Gateway, MasterParts};
+use crate::membership::{
+    ElectionMode, ElectionStore, Membership, MembershipConfig, MembershipIo, MembershipSnapshot,
+    MemoryElectionStore, SiloRole,
+};
 use crate::observe::http::{url as http_url, HttpState};
 use crate::observe::metrics::{CallStats, MetricSources, SiloMetrics};
 use crate::observe::status::StatusSource;
 use crate::observe::EventLog;
 use crate::silo::{build_catalog, StartError};
 use crate::storage::instrumented::InstrumentedStorage;
-use crate::storage::RemoteStorage;
+use crate::storage::{EmbeddedStorage, RemoteStorage, ReplicatedStore};
 use crate::transport::serve;
 
-use crate::resolver::{silo_addr, SiloResolver};
+use crate::resolver::{silo_addr, EpochRules, SiloResolver};
 pub(crate) use local::SiloLocal;
 use tasks::{report_load, sweep_directory, watch_membership, watch_placements};
 
 /// How long a master waits, at shutdown, for slaves to release their grains.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The stores a clustered silo runs on (see [`ClusterSilo::start_on`]).
+#[derive(Clone, Debug, Default)]
+pub struct SiloStore {
+    /// The grain store. On a master candidate: the store it serves while it acts
+    /// (required unless `embedded` is given). On a slave: `None` uses the acting
+    /// master's store over the cluster protocol; `Some` (MongoDB, shared by every silo)
+    /// is used directly.
+    pub grains: Option<Arc<dyn GrainStorage>>,
+    /// A master candidate's embedded store: replicated among the candidates (when there
+    /// are several and the election is by quorum), and where the candidate keeps its
+    /// election state.
+    pub embedded: Option<Arc<EmbeddedStorage>>,
+    /// Where a candidate keeps its election state when `embedded` does not (default: in
+    /// memory, so a restarted lone master starts its epochs from the clock).
+    pub election: Option<Arc<dyn ElectionStore>>,
+}
+
+/// `a, b, c` for log lines.
+fn join_addrs(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Network settings of a clustered silo.
 #[derive(Debug, Clone)]
@@ -148,6 +180,8 @@ pub struct ClusterSilo {
     status: Arc<StatusSource>,
     /// Where the HTTP port is bound, if it serves one.
     http_addr: Option<SocketAddr>,
+    /// A master with no other candidates: its graceful leave shuts the cluster down.
+    lone_master: bool,
 }
 
 fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
@@ -163,13 +197,27 @@ fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
 impl ClusterSilo {
     /// Binds the sockets and starts a clustered silo.
     ///
-    /// `storage`: the grain store. Required on a master (it is served to slaves); on a
-    /// slave, `None` uses the master's store over the cluster protocol, `Some` (e.g.
-    /// MongoDB) is used directly.
+    /// `storage`: the grain store. Required on a master candidate (it is served to the
+    /// slaves while it acts); on a slave, `None` uses the acting master's store over the
+    /// cluster protocol, `Some` (e.g. MongoDB) is used directly. For a store replicated
+    /// among master candidates, use [`ClusterSilo::start_on`].
     pub async fn start(
         config: SiloConfig,
         cluster: ClusterConfig,
         storage: Option<Arc<dyn GrainStorage>>,
+    ) -> Result<ClusterSilo, StartError> {
+        let store = SiloStore {
+            grains: storage,
+            ..SiloStore::default()
+        };
+        Self::start_on(config, cluster, store).await
+    }
+
+    /// Binds the sockets and starts a clustered silo on `store` (see [`SiloStore`]).
+    pub async fn start_on(
+        config: SiloConfig,
+        cluster: ClusterConfig,
+        store: SiloStore,
     ) -> Result<ClusterSilo, StartError> {
         let tcp_err = |source| StartError::Bind {
             what: "TCP",
@@ -202,6 +250,7 @@ impl ClusterSilo {
         let udp_addr = advertised(udp.local_addr().map_err(udp_err)?, cluster.advertise_udp);
         let me = SiloId::new(tcp_addr, udp_addr, SiloId::generation_now());
         let role = cluster.membership.role;
+        let timing = cluster.membership.timing();
         // One secret guards both planes: membership datagrams and TCP connections.
         let mut transport = cluster.transport.clone();
         if transport.cluster_key.is_none() {
@@ -214,29 +263,95 @@ impl ClusterSilo {
         }
 
         let peers = Peers::new(transport.clone());
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let (load_tx, load_rx) = watch::channel(LoadReport::default());
-        let membership = Membership::start(cluster.membership.clone(), udp, me, load_rx)
+        let (position_tx, position_rx) = watch::channel(StorePosition::default());
+        let (reported_tx, reported_rx) = watch::channel(0u64);
+        let shared_lease =
+            role == SiloRole::Master && cluster.membership.election == ElectionMode::SharedStore;
+        let (lease_tx, lease_rx) = mpsc::channel(4);
+        // A slave may run grains only under the acting master's lease; a candidate never
+        // hosts grains, so its lease is never held.
+        let hosting = Arc::new(HostingLease::new(match role {
+            SiloRole::Slave => timing.write_grace,
+            SiloRole::Master => Duration::ZERO,
+        }));
+        let election: Arc<dyn ElectionStore> = match (&store.embedded, &store.election) {
+            (_, Some(election)) => election.clone(),
+            (Some(embedded), None) => embedded.clone(),
+            (None, None) => Arc::new(MemoryElectionStore::default()),
+        };
+        let durable_epochs = election.is_durable() || shared_lease;
+        let io = MembershipIo {
+            load: load_rx,
+            position: position_rx,
+            reported: reported_rx,
+            external: shared_lease.then_some(lease_rx),
+            hosting: hosting.clone(),
+            election,
+        };
+        let membership = Membership::start_with(cluster.membership.clone(), udp, me, io)
             .map_err(StartError::Membership)?;
-        let storage: Arc<dyn GrainStorage> = match (role, storage) {
-            (_, Some(storage)) => storage,
-            (SiloRole::Slave, None) => {
+        let leadership = membership.leadership();
+
+        // The store: a slave's own (MongoDB) or the acting master's over TCP; a
+        // candidate's, replicated among the candidates when it is embedded and not alone.
+        let mut replicated = None;
+        let storage: Arc<dyn GrainStorage> = match (role, store.grains, store.embedded) {
+            (SiloRole::Slave, Some(grains), _) => grains,
+            (SiloRole::Slave, None, _) => {
                 Arc::new(RemoteStorage::new(peers.clone(), membership.subscribe()))
             }
-            (SiloRole::Master, None) => return Err(StartError::MasterNeedsStorage),
+            (SiloRole::Master, _, Some(embedded))
+                if !cluster.membership.peers.is_empty() && !shared_lease =>
+            {
+                let store = ReplicatedStore::start(
+                    embedded,
+                    cluster.membership.peers.len() + 1,
+                    peers.clone(),
+                    membership.subscribe(),
+                    leadership.clone(),
+                    position_tx,
+                    &tasks,
+                    stop.clone(),
+                )
+                .map_err(StartError::Storage)?;
+                replicated = Some(store.clone());
+                Arc::new(store)
+            }
+            (SiloRole::Master, Some(grains), _) => grains,
+            (SiloRole::Master, None, Some(embedded)) => embedded,
+            (SiloRole::Master, None, None) => return Err(StartError::MasterNeedsStorage),
         };
-        // Every operation of the grains here (and, on the master, of the slaves it
+        if shared_lease {
+            tasks.spawn(lease::hold_lease(
+                storage.clone(),
+                me,
+                cluster.membership.peers.clone(),
+                timing,
+                lease_tx,
+                stop.clone(),
+            ));
+        }
+        // Every operation of the grains here (and, on the acting master, of the slaves it
         // serves) is timed and counted for the metrics; `/ready` probes the store itself.
         let unmetered = storage;
         let metered = InstrumentedStorage::new(unmetered.clone());
         let storage_stats = metered.stats();
         let storage: Arc<dyn GrainStorage> = Arc::new(metered);
-        let catalog = build_catalog(&config, storage.clone())?;
+        let catalog = build_catalog(&config, storage.clone(), hosting)?;
         let directory = (role == SiloRole::Master).then(|| Arc::new(Directory::new()));
         let resolver = Arc::new(SiloResolver::new(
             directory.clone(),
+            leadership.clone(),
             membership.subscribe(),
             peers.clone(),
             silo_addr(&me),
+            EpochRules {
+                rebuild_window: timing.rebuild_window,
+                durable: durable_epochs,
+            },
         ));
         let local = Arc::new(SiloLocal::new(silo_addr(&me), Arc::downgrade(&catalog)));
         let router = Arc::new(ClusterRouter::new(
@@ -252,8 +367,6 @@ impl ClusterSilo {
                 .set(resolver.release_hook(silo_addr(&me)));
         }
 
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let events = Arc::new(EventLog::new());
         let status = Arc::new(StatusSource {
             me,
@@ -287,8 +400,12 @@ impl ClusterSilo {
         let gateway = Arc::new(Gateway::new(
             router.clone(),
             resolver,
-            directory.clone(),
-            (role == SiloRole::Master).then(|| storage.clone()),
+            MasterParts {
+                directory: directory.clone(),
+                store: (role == SiloRole::Master).then(|| storage.clone()),
+                replicated,
+            },
+            membership.subscribe(),
             status.clone(),
             calls,
         ));
@@ -313,6 +430,17 @@ impl ClusterSilo {
             events.clone(),
             stop.clone(),
         ));
+        if role == SiloRole::Slave {
+            tasks.spawn(report::report_to_masters(
+                membership.subscribe(),
+                Arc::downgrade(&catalog),
+                peers.clone(),
+                silo_addr(&me),
+                reported_tx,
+                events.clone(),
+                stop.clone(),
+            ));
+        }
         if let Some(directory) = &directory {
             tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
             tasks.spawn(watch_placements(
@@ -331,11 +459,24 @@ impl ClusterSilo {
             Some(addr) => format!("{}; HTTP {}", storage.name(), http_url(addr)),
             None => storage.name().to_owned(),
         };
-        match (role, cluster.membership.master) {
-            (SiloRole::Slave, Some(master)) => tracing::info!(
-                "silo started: slave {me}, joining the master at {master} {keyed}; grain store: {store}"
+        let masters = &cluster.membership.masters;
+        match role {
+            SiloRole::Slave if masters.len() == 1 => tracing::info!(
+                "silo started: slave {me}, joining the master at {} {keyed}; grain store: {store}",
+                masters[0]
             ),
-            _ => tracing::info!("silo started: {role} {me} {keyed}; grain store: {store}"),
+            SiloRole::Slave => tracing::info!(
+                "silo started: slave {me}, joining the acting master among {} {keyed}; grain store: {store}",
+                join_addrs(masters)
+            ),
+            SiloRole::Master if cluster.membership.peers.is_empty() => {
+                tracing::info!("silo started: {role} {me} {keyed}; grain store: {store}")
+            }
+            SiloRole::Master => tracing::info!(
+                "silo started: master candidate {me} with {} other candidate(s) ({}) {keyed}; grain store: {store}",
+                cluster.membership.peers.len(),
+                join_addrs(&cluster.membership.peers)
+            ),
         }
         Ok(ClusterSilo {
             me,
@@ -349,6 +490,7 @@ impl ClusterSilo {
             drain_timeout: cluster.drain_timeout,
             status,
             http_addr,
+            lone_master: role == SiloRole::Master && cluster.membership.peers.is_empty(),
         })
     }
 
@@ -434,6 +576,16 @@ impl ClusterSilo {
         self.catalog.stats()
     }
 
+    /// Activations created on this silo since it started, every grain type together
+    /// (a grain that kept running through a failover is not counted again).
+    pub fn activations_created(&self) -> u64 {
+        self.catalog
+            .dispatchers()
+            .iter()
+            .map(|d| d.type_stats().snapshot().activated)
+            .sum()
+    }
+
     /// Resolves when the master told this slave to shut down (or, on any silo, when
     /// [`ClusterSilo::shutdown`] started).
     pub async fn shutdown_requested(&self) {
@@ -443,10 +595,11 @@ impl ClusterSilo {
         }
     }
 
-    /// Graceful shutdown, in stages: a master tells slaves to leave and waits (up to the
-    /// drain timeout) until they have released their grains; a slave deactivates its
-    /// grains (writing state, releasing directory entries). Then the silo leaves
-    /// membership and closes its server and connections.
+    /// Graceful shutdown, in stages: a lone master tells slaves to leave and waits (up to
+    /// the drain timeout) until they have released their grains; a master candidate with
+    /// standbys stops acting at once (the others elect its successor; the slaves keep
+    /// their grains); a slave deactivates its grains (writing state, releasing directory
+    /// entries). Then the silo leaves membership and closes its server and connections.
     pub async fn shutdown(self) {
         tracing::info!("shutting down {} {}", self.role, self.me);
         let ClusterSilo {
@@ -457,11 +610,18 @@ impl ClusterSilo {
             stop,
             tasks,
             drain_timeout,
+            lone_master,
             ..
         } = self;
         match directory {
-            Some(directory) => {
+            Some(_) if !lone_master => {
                 membership.leave().await;
+                deactivate_all(&catalog).await;
+            }
+            Some(directory) => {
+                // A lone master: the slaves shut down, saving their grains through this
+                // master, which keeps acting until they have released them.
+                membership.announce_shutdown();
                 let until = Instant::now() + drain_timeout;
                 while !directory.is_empty() && Instant::now() < until {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -473,6 +633,7 @@ impl ClusterSilo {
                     );
                 }
                 deactivate_all(&catalog).await;
+                membership.leave().await;
             }
             None => {
                 deactivate_all(&catalog).await;

@@ -14,11 +14,22 @@
 //! it always does before activating it. A caller that resolves and then never calls
 //! (a client that died) would otherwise leave an entry behind forever; the master
 //! sweeps tentative entries older than [`TENTATIVE_TTL`].
+//!
+//! # Epochs and the rebuild after an election
+//! The directory lives in the acting master's memory, for one leadership epoch. A newly
+//! elected master starts it empty ([`Directory::ensure_epoch`]) and rebuilds it from the
+//! slaves' reports of what they host ([`Directory::claim`]): their grains keep running.
+//! Two claims of one grain: the first stays, the second is refused (that slave drops its
+//! activation) and the conflict is logged. Until the *rebuild window* has passed, a grain
+//! nobody claimed is not placed ([`Resolution::Wait`]): a slave that has not reported yet
+//! may still host it, and every such slave has stopped running grains by the end of the
+//! window (its hosting lease from the old master ran out).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use granary_proto::frame::SiloAddr;
@@ -44,6 +55,18 @@ pub struct Directory {
     inner: Mutex<Inner>,
     /// Grains placed since the directory was created (metrics, placement storms).
     placements: std::sync::atomic::AtomicU64,
+    /// Woken by claims and at a new epoch, for resolves waiting out a rebuild.
+    changed: Notify,
+}
+
+/// Where a grain lives, or when to ask again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// The grain's one activation is (or will be) on this silo.
+    Owner(SiloAddr),
+    /// Nobody claimed the grain yet and the rebuild window runs until then: a slave that
+    /// has not reported may still host it.
+    Wait(Instant),
 }
 
 /// One directory entry.
@@ -63,6 +86,10 @@ struct Inner {
     entries: HashMap<GrainId, Entry>,
     /// Silo → number of entries pointing at it (placement load).
     per_silo: HashMap<SiloAddr, usize>,
+    /// The leadership epoch the entries belong to.
+    epoch: u64,
+    /// Unclaimed grains are not placed before this (the rebuild window).
+    rebuild_until: Option<Instant>,
 }
 
 impl Inner {
@@ -123,21 +150,133 @@ impl Directory {
         self.lock().entries.get(grain).map(|e| e.silo)
     }
 
+    /// The epoch the entries belong to (0 before the first).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Begins `epoch` unless the directory already serves it: a new master's directory,
+    /// empty, with a rebuild window of `window` from now — none when `first` (no master
+    /// ever placed a grain before, so no slave can host one).
+    pub fn ensure_epoch(&self, epoch: u64, window: Duration, first: bool) {
+        self.ensure_epoch_at(Instant::now(), epoch, window, first);
+    }
+
+    /// [`Self::ensure_epoch`] at `now` (simulations drive the clock).
+    pub(crate) fn ensure_epoch_at(&self, now: Instant, epoch: u64, window: Duration, first: bool) {
+        if self.epoch() == epoch {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.epoch == epoch {
+            return;
+        }
+        inner.entries.clear();
+        inner.per_silo.clear();
+        inner.epoch = epoch;
+        inner.rebuild_until = (!first).then(|| now + window);
+        drop(inner);
+        tracing::info!(
+            "directory of epoch {epoch}: {}",
+            if first {
+                "the cluster's first, nothing to rebuild".to_owned()
+            } else {
+                format!(
+                    "rebuilt from the slaves' reports; grains nobody claims wait {} before they are placed",
+                    humantime::format_duration(window)
+                )
+            }
+        );
+        self.changed.notify_waiters();
+    }
+
+    /// Records that `silo` hosts `grains` (its report after an admission). A grain is
+    /// kept there if the directory already places it there, or if nobody holds it and
+    /// the rebuild window is still open; otherwise it is refused (returned), and the
+    /// silo drops its activation: it lives elsewhere, or may have lived elsewhere since
+    /// (a claim after the window comes from a slave that waited cut off, perhaps
+    /// declared dead, so its copy may be stale). Kept claims are confirmed entries.
+    pub fn claim(&self, silo: SiloAddr, grains: Vec<GrainId>) -> Vec<GrainId> {
+        self.claim_at(Instant::now(), silo, grains)
+    }
+
+    /// [`Self::claim`] at `now`.
+    pub(crate) fn claim_at(
+        &self,
+        now: Instant,
+        silo: SiloAddr,
+        grains: Vec<GrainId>,
+    ) -> Vec<GrainId> {
+        let mut inner = self.lock();
+        let open = inner.rebuild_until.is_some_and(|until| now < until);
+        let mut rejected = Vec::new();
+        for grain in grains {
+            match inner.entries.get_mut(&grain) {
+                Some(entry) if entry.silo == silo => entry.confirmed = true,
+                Some(entry) => {
+                    tracing::warn!(
+                        "{grain} is claimed by {silo} but already lives on {}: the activation on {silo} is dropped",
+                        entry.silo
+                    );
+                    rejected.push(grain);
+                }
+                None if !open => {
+                    tracing::warn!(
+                        "{grain} is claimed by {silo} after the rebuild window: the activation on {silo} is dropped (it may be stale)"
+                    );
+                    rejected.push(grain);
+                }
+                None => inner.insert(
+                    grain,
+                    Entry {
+                        silo,
+                        confirmed: true,
+                        placed: now,
+                    },
+                ),
+            }
+        }
+        drop(inner);
+        self.changed.notify_waiters();
+        rejected
+    }
+
+    /// Waits until a claim arrives, a new epoch starts, or `until`.
+    pub async fn changed_or(&self, until: Instant) {
+        let changed = self.changed.notified();
+        let _ = tokio::time::timeout_at(until, changed).await;
+    }
+
     /// The live location of `grain`, placing it on one of `candidates` if it has none
-    /// (or its entry points at a silo that is not a candidate any more, i.e. dead).
-    /// `from` is the silo asking, if any: when the owner asks, the entry is confirmed.
+    /// (or its entry points at a silo that is not a candidate any more, i.e. dead) and
+    /// the rebuild window has passed. `from` is the silo asking, if any: when the owner
+    /// asks, the entry is confirmed.
     pub fn resolve(
         &self,
         grain: &GrainId,
         candidates: &[Candidate],
         from: Option<SiloAddr>,
-    ) -> Result<SiloAddr, CallError> {
+    ) -> Result<Resolution, CallError> {
+        self.resolve_at(Instant::now(), grain, candidates, from)
+    }
+
+    /// [`Self::resolve`] at `now`.
+    pub(crate) fn resolve_at(
+        &self,
+        now: Instant,
+        grain: &GrainId,
+        candidates: &[Candidate],
+        from: Option<SiloAddr>,
+    ) -> Result<Resolution, CallError> {
         let mut inner = self.lock();
         if let Some(entry) = inner.entries.get_mut(grain) {
             if candidates.iter().any(|c| c.silo == entry.silo) {
                 entry.confirmed |= from == Some(entry.silo);
-                return Ok(entry.silo);
+                return Ok(Resolution::Owner(entry.silo));
             }
+        }
+        if let Some(until) = inner.rebuild_until.filter(|until| now < *until) {
+            return Ok(Resolution::Wait(until));
         }
         let silo = inner.place(candidates).ok_or_else(|| {
             CallError::Unreachable("no live slave silo to place the grain on".into())
@@ -145,12 +284,12 @@ impl Directory {
         let entry = Entry {
             silo,
             confirmed: from == Some(silo),
-            placed: Instant::now(),
+            placed: now,
         };
         inner.insert(grain.clone(), entry);
         self.placements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(silo)
+        Ok(Resolution::Owner(silo))
     }
 
     /// Grains placed since the directory was created.

@@ -18,7 +18,7 @@ use granary_runtime::activation::{
 };
 use granary_runtime::envelope::Envelope;
 use granary_runtime::registry::GrainTypeEntry;
-use granary_runtime::{GrainStorage, Router};
+use granary_runtime::{GrainStorage, HostingLease, Router};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,9 @@ pub(crate) struct HostShared {
     /// leftovers are re-routed through the router (the grain may move) instead of
     /// re-activated here.
     pub(crate) release: OnceLock<ReleaseHook>,
+    /// The silo's right to run turns and write state (a slave's lease from the acting
+    /// master; forever on a stand-alone silo).
+    pub(crate) lease: Arc<HostingLease>,
 }
 
 /// Removes a grain's directory entry (set by the cluster layer).
@@ -213,6 +216,7 @@ impl Dispatcher {
             stop: stop.clone(),
             stats: stats.clone(),
             observer: self.type_stats.clone(),
+            lease: self.shared.lease.clone(),
         });
         self.type_stats.activation_created();
         Slot {
@@ -262,6 +266,33 @@ impl Dispatcher {
         for slot in self.table().values() {
             slot.stop.cancel();
         }
+    }
+
+    /// Drops the activation of `key`, if any, without `on_deactivate` and without
+    /// writing its state: the directory gave the grain to another silo. Messages still
+    /// queued for it go to that silo. Returns true if there was one.
+    pub fn discard(&self, key: &str) -> bool {
+        match self.table().get(key) {
+            Some(slot) => {
+                slot.stats.discard();
+                slot.stop.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops every activation of this type as [`Dispatcher::discard`] does.
+    pub fn discard_all(&self) {
+        for slot in self.table().values() {
+            slot.stats.discard();
+            slot.stop.cancel();
+        }
+    }
+
+    /// The keys of every live activation, for a directory report.
+    pub fn keys(&self) -> Vec<String> {
+        self.table().keys().cloned().collect()
     }
 
     /// Current load figures.

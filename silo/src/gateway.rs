@@ -2,27 +2,39 @@
 //!
 //! - grain calls: delivered here if this silo hosts (or the directory places) the grain,
 //!   else answered `Moved(owner)`;
-//! - directory requests: answered by the master (a slave forwards resolves to it);
-//! - storage requests: served by the master from its store;
-//! - status: this silo's report; the cluster's (assembled by the master);
+//! - directory requests: answered by the acting master (a slave or a standby forwards
+//!   resolves to it), with its epoch; slaves' reports after an election;
+//! - storage requests: served by the acting master from its store (`NotLeader` elsewhere);
+//! - store replication: applied by a standby candidate;
+//! - status: this silo's report; the cluster's (assembled by the acting master);
 //! - ping.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use granary_net::routing::ClusterRouter;
-use granary_proto::frame::{Request, Response, WireStorageError};
-use granary_proto::CallError;
+use granary_proto::frame::{ReportOutcome, Request, Response, SiloAddr, WireStorageError};
+use granary_proto::replica::ReplicaError;
+use granary_proto::{CallError, GrainId};
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::directory::Directory;
+use crate::membership::MembershipSnapshot;
 use crate::observe::metrics::CallStats;
 use crate::observe::status::StatusSource;
-use crate::resolver::SiloResolver;
+use crate::resolver::{silo_addr, SiloResolver};
 use crate::storage::remote::to_wire;
+use crate::storage::ReplicatedStore;
 use crate::transport::RequestHandler;
+
+/// How long a report waits for its slave to appear in the master's membership (the
+/// WELCOME may go out just before the master's snapshot is published).
+const MEMBER_WAIT: Duration = Duration::from_secs(1);
 
 /// Serves a silo's TCP requests.
 #[derive(Debug)]
@@ -31,39 +43,112 @@ pub(crate) struct Gateway {
     router: Arc<ClusterRouter>,
     /// Answers (or forwards) directory resolves.
     resolver: Arc<SiloResolver>,
-    /// The directory, on the master.
+    /// The directory, on master candidates (it serves while this one acts).
     directory: Option<Arc<Directory>>,
-    /// The grain store served to slaves, on the master.
+    /// The grain store served to slaves while this candidate acts.
     store: Option<Arc<dyn GrainStorage>>,
+    /// The same store when it is replicated among the candidates: it serves only once
+    /// a majority confirmed the epoch, and applies the acting master's batches here.
+    replicated: Option<ReplicatedStore>,
+    /// Who is a member (reports from non-members are refused).
+    membership: watch::Receiver<Arc<MembershipSnapshot>>,
     /// Builds status reports.
     status: Arc<StatusSource>,
     /// Counts the grain calls served (the `granary_call*` metrics).
     calls: Arc<CallStats>,
 }
 
+/// What a gateway serves beyond grain calls: the master candidate's parts.
+#[derive(Debug, Default)]
+pub(crate) struct MasterParts {
+    /// The directory.
+    pub(crate) directory: Option<Arc<Directory>>,
+    /// The grain store it serves while acting.
+    pub(crate) store: Option<Arc<dyn GrainStorage>>,
+    /// The store's replication, when replicated.
+    pub(crate) replicated: Option<ReplicatedStore>,
+}
+
 impl Gateway {
     pub(crate) fn new(
         router: Arc<ClusterRouter>,
         resolver: Arc<SiloResolver>,
-        directory: Option<Arc<Directory>>,
-        store: Option<Arc<dyn GrainStorage>>,
+        master: MasterParts,
+        membership: watch::Receiver<Arc<MembershipSnapshot>>,
         status: Arc<StatusSource>,
         calls: Arc<CallStats>,
     ) -> Self {
         Self {
             router,
             resolver,
-            directory,
-            store,
+            directory: master.directory,
+            store: master.store,
+            replicated: master.replicated,
+            membership,
             status,
             calls,
         }
     }
 
+    /// The store, while this silo acts as master (and, replicated, a majority confirmed
+    /// its epoch).
     fn store(&self) -> Result<&Arc<dyn GrainStorage>, WireStorageError> {
-        self.store.as_ref().ok_or_else(|| {
-            WireStorageError::Unavailable("this silo does not serve the grain store".into())
-        })
+        let store = self.store.as_ref().ok_or_else(|| {
+            WireStorageError::NotLeader("this silo does not serve the grain store".into())
+        })?;
+        if self.resolver.acting_epoch().is_none() {
+            return Err(WireStorageError::NotLeader(
+                "this candidate is a standby".into(),
+            ));
+        }
+        if let Some(replicated) = &self.replicated {
+            if replicated.serving_epoch().is_none() {
+                return Err(WireStorageError::NotLeader(
+                    "the new acting master waits for a majority of candidates to confirm its store"
+                        .into(),
+                ));
+            }
+        }
+        Ok(store)
+    }
+
+    /// A slave's report to this acting master: its claims, or why they are refused.
+    async fn report(&self, epoch: u64, silo: SiloAddr, grains: Vec<GrainId>) -> ReportOutcome {
+        let Some((acting, directory)) = self.resolver.acting_directory() else {
+            return ReportOutcome::NotLeader {
+                epoch: self.membership.borrow().epoch,
+            };
+        };
+        if acting != epoch {
+            return ReportOutcome::NotLeader { epoch: acting };
+        }
+        let member = |snapshot: &MembershipSnapshot| {
+            snapshot.active_slaves().any(|m| silo_addr(&m.id) == silo)
+        };
+        let mut membership = self.membership.clone();
+        let until = Instant::now() + MEMBER_WAIT;
+        while !member(&membership.borrow_and_update()) {
+            if tokio::time::timeout_at(until, membership.changed())
+                .await
+                .is_err()
+            {
+                return ReportOutcome::NotMember;
+            }
+        }
+        let count = grains.len();
+        let rejected = directory.claim(silo, grains);
+        tracing::info!(
+            "slave {silo} reported {count} grain(s) for epoch {epoch}{}",
+            if rejected.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} claimed elsewhere already (dropped there)",
+                    rejected.len()
+                )
+            }
+        );
+        ReportOutcome::Accepted { rejected }
     }
 }
 
@@ -80,18 +165,42 @@ impl RequestHandler for Gateway {
             }
             Request::DirectoryResolve { grain, from } => {
                 let deadline = Instant::now() + DEFAULT_CALL_TIMEOUT;
-                let owner = self.resolver.resolve_for(&grain, from, deadline).await;
-                Response::Directory(owner.map(Some))
-            }
-            Request::DirectoryUnregister { grain, silo } => match &self.directory {
-                Some(directory) => {
-                    directory.unregister(&grain, silo);
-                    Response::Directory(Ok(None))
+                let (epoch, owner) = self.resolver.resolve_for(&grain, from, deadline).await;
+                Response::Directory {
+                    epoch,
+                    result: owner.map(Some),
                 }
-                None => Response::Directory(Err(CallError::Unreachable(
-                    "this silo is not the master".into(),
-                ))),
-            },
+            }
+            Request::DirectoryUnregister { grain, silo } => {
+                match (&self.directory, self.resolver.acting_epoch()) {
+                    (Some(directory), Some(epoch)) => {
+                        directory.unregister(&grain, silo);
+                        Response::Directory {
+                            epoch,
+                            result: Ok(None),
+                        }
+                    }
+                    _ => Response::Directory {
+                        epoch: 0,
+                        result: Err(CallError::Unreachable(
+                            "this silo is not the acting master".into(),
+                        )),
+                    },
+                }
+            }
+            Request::DirectoryReport {
+                epoch,
+                silo,
+                grains,
+            } => Response::DirectoryReport(self.report(epoch, silo, grains).await),
+            request @ (Request::StoreAppend { .. } | Request::StoreSnapshot { .. }) => {
+                Response::StoreReplica(match &self.replicated {
+                    Some(replicated) => replicated.on_replica_request(request).await,
+                    None => Err(ReplicaError::Failed(
+                        "this silo keeps no replica of the store".into(),
+                    )),
+                })
+            }
             Request::StorageRead { grain } => Response::StorageRead(match self.store() {
                 Ok(store) => store
                     .read(&grain)

@@ -55,6 +55,6 @@ pub mod storage;
 pub mod testing;
 pub mod transport;
 
-pub use cluster::{ClusterConfig, ClusterSilo};
+pub use cluster::{ClusterConfig, ClusterSilo, SiloStore};
 pub use config::SiloConfig;
 pub use silo::{Silo, StartError};

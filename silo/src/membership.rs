@@ -1,22 +1,36 @@
-//! Cluster membership over UDP: one master silo, any number of slaves.
+//! Cluster membership over UDP: master candidates (one acting master, elected for an
+//! epoch, and standbys) and any number of slaves.
 //!
-//! A slave sends HANDSHAKE to the master until it gets a WELCOME (the member list and
-//! the heartbeat parameters, which it adopts). From then on master and slave heartbeat
-//! each other every interval; heartbeats carry the sender's [`LoadReport`]. The master
-//! tells the other slaves about every join (SLAVE_CONNECT) and departure
-//! (SLAVE_DISCONNECT). Packets are defined, signed and size-checked by
+//! A slave sends HANDSHAKE to every candidate it knows until the acting master answers
+//! WELCOME (the member list and the heartbeat parameters, which it adopts; standbys
+//! answer NOT_LEADER and name the master). From then on the slave heartbeats that master
+//! every interval, and the master answers each heartbeat; the answer renews the slave's
+//! *hosting lease* (see [`slave`](self) docs below). Heartbeats carry the sender's
+//! [`LoadReport`]. The master tells the other slaves about every join (SLAVE_CONNECT) and
+//! departure (SLAVE_DISCONNECT). Packets are defined, signed and size-checked by
 //! [`granary_proto::packet`].
 //!
+//! # Candidates and election
+//! Candidates beat each other; a majority elects the acting master for a new epoch and
+//! keeps renewing its lease, Bully-ordered (the strongest live candidate campaigns
+//! first). A candidate persists its election state ([`ElectionState`], through an
+//! [`ElectionStore`]) before it votes. The acting master publishes [`Leadership`]; the
+//! directory and the store serve only while it is valid. With a store shared by every
+//! silo (MongoDB), the lease is a document in that store instead
+//! ([`ElectionMode::SharedStore`]). The rules and timings are in the `candidate`
+//! module and [`Timing`].
+//!
 //! # Failure handling
-//! - A slave silent for longer than the lease (`missed_heartbeats × heartbeat_interval`)
-//!   is declared dead by the master.
-//! - A slave that has not heard from its master for a lease reports
-//!   `master_reachable = false` and must fence itself (deactivate its grains). It keeps
-//!   sending HANDSHAKE every interval and is joined again by the next WELCOME, from the
-//!   same master or from a restarted one.
-//! - A master that gets a HEARTBEAT from a silo it does not consider a member (declared
-//!   dead, or the master restarted) answers REJOIN; the slave fences itself and sends
-//!   HANDSHAKE with the *same* [`SiloId`], which the master treats as a re-join.
+//! - A slave silent for longer than `dead_after` (`missed_heartbeats ×
+//!   heartbeat_interval`) is declared dead by the acting master.
+//! - A slave whose hosting lease runs out (`dead_after − interval/2` after it sent the
+//!   last heartbeat the master answered) is *suspended*: its grains stay in memory but
+//!   run no turn and write nothing. It keeps heartbeating its master and handshakes
+//!   every candidate, and resumes when a master renews the lease — after a new master
+//!   (a newer epoch) accepted its directory report.
+//! - A slave the acting master does not count as a member gets REJOIN and is *fenced*:
+//!   its grains are dropped without writing, and it joins again with none. So is a
+//!   suspended slave that heard from no candidate for a lease.
 //! - A restarted slave has a new generation: when the master sees a HANDSHAKE from the
 //!   address of an active member with a newer generation, the old one is declared dead
 //!   and the new one joins. A HANDSHAKE from an older generation is ignored.
@@ -26,7 +40,8 @@
 //!   behind. A newcomer gets the whole list in its WELCOME (one datagram, so no ordering
 //!   race; 8 KiB list ~150 members) and then one SLAVE_CONNECT per existing slave, which
 //!   it applies idempotently.
-//! - The master's SHUTDOWN tells slaves to shut down ([`Membership::shutdown_requested`]).
+//! - A lone master's SHUTDOWN tells slaves to shut down
+//!   ([`Membership::shutdown_requested`]); a master with standbys just stops acting.
 //! - Garbage, wrong-version, oversized, unsigned or wrongly signed datagrams are dropped
 //!   with a warning (at most one line per second per kind of problem).
 //!
@@ -39,8 +54,11 @@
 //! # Tasks
 //! ```text
 //! Membership (handle: leave() / abort() stop the task and wait for it; Drop aborts)
-//! └── membership task (owns the UdpSocket and the Protocol state machine)
-//!     ├── publishes watch<Arc<MembershipSnapshot>>
+//! └── membership thread, with a runtime of its own (so grain work never delays a
+//!     heartbeat): one task owns the UdpSocket and the Protocol state machine
+//!     ├── publishes watch<Arc<MembershipSnapshot>> and watch<Leadership>
+//!     ├── renews the slave's HostingLease
+//!     ├── persists the candidate's ElectionState before sending what depends on it
 //!     └── fires the shutdown-requested token when the master says SHUTDOWN
 //! ```
 
@@ -49,25 +67,30 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use granary_proto::packet::PacketCodec;
+use granary_runtime::HostingLease;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+mod candidate;
 mod config;
 mod driver;
+mod election;
 mod master;
 mod protocol;
 mod slave;
 mod snapshot;
 mod table;
 
+pub use candidate::{ElectionState, ExternalLease};
 pub use config::{
-    MembershipConfig, SiloRole, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_MAX_PACKET_BYTES,
-    DEFAULT_MISSED_HEARTBEATS,
+    ElectionMode, MembershipConfig, SiloRole, Timing, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_MAX_PACKET_BYTES, DEFAULT_MISSED_HEARTBEATS,
 };
+pub use election::{ElectionStore, Leadership, MemoryElectionStore};
 pub use granary_proto::packet::{LoadReport, PacketError, SiloId};
-pub use snapshot::{MemberInfo, MemberStatus, MembershipSnapshot};
+pub use granary_proto::replica::StorePosition;
+pub use snapshot::{Hosting, MemberInfo, MemberStatus, MembershipSnapshot};
 
 use driver::{Driver, Throttle};
 use protocol::Protocol;
@@ -87,9 +110,47 @@ pub enum MembershipError {
     /// [`Membership::start`] was called outside a Tokio runtime.
     #[error("membership must be started inside a Tokio runtime")]
     NoRuntime,
+    /// The membership socket or thread could not be set up.
+    #[error("membership socket or thread: {0}")]
+    Socket(std::io::Error),
     /// A `wait_*` call ran out of time.
     #[error("membership condition not reached within {0:?}")]
     Timeout(Duration),
+    /// A candidate could not read its persisted election state.
+    #[error("cannot read the election state: {0}")]
+    ElectionState(String),
+}
+
+/// What the membership task reads from and writes to the rest of the silo.
+#[derive(Debug)]
+pub struct MembershipIo {
+    /// This silo's load, read at every heartbeat.
+    pub load: watch::Receiver<LoadReport>,
+    /// A candidate's replicated-store position (votes go to candidates at least as far).
+    pub position: watch::Receiver<StorePosition>,
+    /// A slave: the newest epoch whose acting master accepted its directory report.
+    pub reported: watch::Receiver<u64>,
+    /// Shared-store mode: the lease task's verdicts.
+    pub external: Option<mpsc::Receiver<ExternalLease>>,
+    /// A slave's hosting lease, renewed by the membership task.
+    pub hosting: Arc<HostingLease>,
+    /// Where a candidate persists its election state.
+    pub election: Arc<dyn ElectionStore>,
+}
+
+impl MembershipIo {
+    /// Inputs with no position, no report, no external lease, and a hosting lease that
+    /// nothing else reads.
+    pub fn new(load: watch::Receiver<LoadReport>, election: Arc<dyn ElectionStore>) -> Self {
+        Self {
+            load,
+            position: watch::channel(StorePosition::default()).1,
+            reported: watch::channel(0).1,
+            external: None,
+            hosting: Arc::new(HostingLease::new(Duration::ZERO)),
+            election,
+        }
+    }
 }
 
 /// A running membership protocol: the handle the silo keeps.
@@ -103,6 +164,8 @@ pub struct Membership {
     role: SiloRole,
     /// The latest snapshot.
     snapshots: watch::Receiver<Arc<MembershipSnapshot>>,
+    /// This candidate's leadership (never valid on a slave).
+    leadership: watch::Receiver<Leadership>,
     /// Fired by the task when the master says SHUTDOWN.
     shutdown_requested: CancellationToken,
     /// Asks the task to send SHUTDOWN and stop.
@@ -111,74 +174,152 @@ pub struct Membership {
     abort: CancellationToken,
     /// Asks the task to send SHUTDOWN (repeatedly) but keep running.
     announce: CancellationToken,
-    /// Owns the task; `leave`/`abort` wait on it.
-    tasks: TaskTracker,
+    /// Cancelled when the membership thread has ended; `leave`/`abort` wait on it.
+    finished: CancellationToken,
     /// Polling period of the `wait_*` helpers (load updates do not wake watchers).
     poll: Duration,
 }
 
 impl Membership {
-    /// Starts the protocol on an already-bound socket. `me` is this silo's id. `load` is
-    /// read each time a heartbeat is sent. Must be called inside a Tokio runtime.
+    /// Starts the protocol on an already-bound socket with no inputs beyond the load (a
+    /// candidate keeps its election state in memory; a slave's hosting lease is not
+    /// shared with anything). `me` is this silo's id. Must be called inside a Tokio
+    /// runtime.
     pub fn start(
         config: MembershipConfig,
         socket: UdpSocket,
         me: SiloId,
         load: watch::Receiver<LoadReport>,
     ) -> Result<Self, MembershipError> {
+        let io = MembershipIo::new(load, Arc::new(MemoryElectionStore::default()));
+        Self::start_with(config, socket, me, io)
+    }
+
+    /// Starts the protocol on an already-bound socket, wired to the rest of the silo
+    /// through `io`. Must be called inside a Tokio runtime.
+    pub fn start_with(
+        config: MembershipConfig,
+        socket: UdpSocket,
+        me: SiloId,
+        io: MembershipIo,
+    ) -> Result<Self, MembershipError> {
         config.validate()?;
         let codec = PacketCodec::new(config.cluster_key.as_deref(), config.max_packet)?;
-        let runtime =
-            tokio::runtime::Handle::try_current().map_err(|_| MembershipError::NoRuntime)?;
-        let protocol = Protocol::new(&config, me, Instant::now());
-        let (snapshots_tx, snapshots) = watch::channel(Arc::new(protocol.snapshot(1)));
+        tokio::runtime::Handle::try_current().map_err(|_| MembershipError::NoRuntime)?;
+        // The socket moves to the membership thread's own runtime.
+        let socket = socket.into_std().map_err(MembershipError::Socket)?;
+        let mut election = io.election.load().map_err(MembershipError::ElectionState)?;
+        if config.role == SiloRole::Master && !io.election.is_durable() {
+            // Nothing survives a restart: start from the clock, so a restarted master's
+            // epochs still grow past its previous run's.
+            let floor = SiloId::generation_now();
+            if election.epoch < floor {
+                election.epoch = floor;
+                election.promised = election.promised.max(floor);
+            }
+        }
+        let now = Instant::now();
+        let protocol = Protocol::new(&config, me, election, now);
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(protocol.snapshot(1, now)));
+        let (leadership_tx, leadership) = watch::channel(Leadership::default());
         let shutdown_requested = CancellationToken::new();
         let leave = CancellationToken::new();
         let abort = CancellationToken::new();
         let announce = CancellationToken::new();
-        let driver = Driver {
-            socket,
-            codec,
-            protocol,
-            me,
-            seq: 0,
-            version: 1,
-            load_pending: false,
-            snapshots: snapshots_tx,
-            load,
-            shutdown_requested: shutdown_requested.clone(),
-            drop_warnings: Throttle::default(),
-            io_warnings: Throttle::default(),
-            last_rejection: None,
-        };
         let signed = if config.cluster_key.is_some() {
             "signed with the cluster key"
         } else {
             "unsigned: no cluster key"
         };
-        match (config.role, config.master) {
-            (SiloRole::Slave, Some(master)) => tracing::debug!(
-                "membership: joining the master at {master} as {me} (packets {signed})"
+        match config.role {
+            SiloRole::Slave => tracing::debug!(
+                "membership: joining the master among {:?} as {me} (packets {signed})",
+                config.masters
             ),
-            _ => tracing::debug!("membership: master {me} (packets {signed})"),
+            SiloRole::Master => tracing::debug!(
+                "membership: master candidate {me} with {} other candidate(s) (packets {signed})",
+                config.peers.len()
+            ),
         }
-        let tasks = TaskTracker::new();
-        tasks.spawn_on(
-            driver.run(leave.clone(), abort.clone(), announce.clone()),
-            &runtime,
-        );
-        tasks.close();
+        // Heartbeats and lease renewals run on a thread of their own, so a silo busy
+        // with grain work (or a starved test runtime) never misses them: a late
+        // heartbeat answer would suspend a slave's grains, a late LEADER_BEAT the master.
+        let finished = CancellationToken::new();
+        let run = {
+            let (leave, abort, announce, finished) = (
+                leave.clone(),
+                abort.clone(),
+                announce.clone(),
+                finished.clone(),
+            );
+            let shutdown_requested = shutdown_requested.clone();
+            move || {
+                let _done = finished.drop_guard();
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        tracing::error!("cannot start the membership runtime: {e}");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match UdpSocket::from_std(socket) {
+                        Ok(socket) => {
+                            Driver {
+                                socket,
+                                codec,
+                                protocol,
+                                me,
+                                seq: 0,
+                                version: 1,
+                                load_pending: false,
+                                snapshots: snapshots_tx,
+                                load: io.load,
+                                position: io.position,
+                                reported: io.reported,
+                                external: io.external,
+                                hosting: io.hosting,
+                                hosting_published: None,
+                                election: io.election,
+                                leadership: leadership_tx,
+                                shutdown_requested,
+                                drop_warnings: Throttle::default(),
+                                io_warnings: Throttle::default(),
+                                last_rejection: None,
+                            }
+                            .run(leave, abort, announce)
+                            .await
+                        }
+                        Err(e) => tracing::error!("membership socket: {e}"),
+                    }
+                });
+            }
+        };
+        std::thread::Builder::new()
+            .name("granary-membership".into())
+            .spawn(run)
+            .map_err(MembershipError::Socket)?;
         Ok(Self {
             me,
             role: config.role,
             snapshots,
+            leadership,
             shutdown_requested,
             leave,
             abort,
             announce,
-            tasks,
+            finished,
             poll: config.heartbeat_interval.min(Duration::from_millis(50)),
         })
+    }
+
+    /// This candidate's leadership, as a receiver woken when it changes (gained, lost,
+    /// lease renewed).
+    pub fn leadership(&self) -> watch::Receiver<Leadership> {
+        self.leadership.clone()
     }
 
     /// This silo's id.
@@ -275,7 +416,7 @@ impl Membership {
 
     /// Resolves when the task has ended.
     fn stopped(&self) -> impl Future<Output = ()> + '_ {
-        self.tasks.wait()
+        self.finished.cancelled()
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use granary_runtime::registry::registry;
-use granary_runtime::{Grain, GrainRef, GrainStorage, Router, StorageError};
+use granary_runtime::{Grain, GrainRef, GrainStorage, HostingLease, Router, StorageError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -65,7 +65,7 @@ impl Silo {
         config: SiloConfig,
         storage: Arc<dyn GrainStorage>,
     ) -> Result<Silo, StartError> {
-        let catalog = build_catalog(&config, storage)?;
+        let catalog = build_catalog(&config, storage, HostingLease::forever())?;
         let router: Arc<dyn Router> = Arc::new(LocalRouter {
             catalog: Arc::downgrade(&catalog),
         });
@@ -123,6 +123,7 @@ impl fmt::Debug for Silo {
 pub(crate) fn build_catalog(
     config: &SiloConfig,
     storage: Arc<dyn GrainStorage>,
+    lease: Arc<HostingLease>,
 ) -> Result<Arc<Catalog>, StartError> {
     let registry = registry();
     if !registry.problems().is_empty() {
@@ -140,6 +141,7 @@ pub(crate) fn build_catalog(
         closing: AtomicBool::new(false),
         next_activation: AtomicU64::new(1),
         release: OnceLock::new(),
+        lease,
     });
     let mut dispatchers = HashMap::new();
     let mut described = Vec::new();

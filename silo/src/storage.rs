@@ -3,7 +3,9 @@
 //! - [`MemoryStorage`]: a map in this process; for tests and throwaway clusters.
 //! - [`EmbeddedStorage`]: one redb file on local disk; the default for a single silo.
 //! - [`MongoStorage`]: one document per grain in a MongoDB collection; for clusters.
-//! - [`RemoteStorage`]: a slave's view of the store its master serves over TCP.
+//! - [`RemoteStorage`]: a slave's view of the store the acting master serves over TCP.
+//! - [`ReplicatedStore`]: the embedded store of master candidates, replicated from the
+//!   acting master to the standbys (a write is acknowledged once a majority holds it).
 //! - `instrumented`: a decorator that times and counts any provider's operations (the
 //!   `granary_storage_*` metrics).
 //!
@@ -24,6 +26,7 @@ pub(crate) mod instrumented;
 mod memory;
 mod mongo;
 pub(crate) mod remote;
+mod replicated;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -37,6 +40,7 @@ pub use embedded::EmbeddedStorage;
 pub use memory::MemoryStorage;
 pub use mongo::{MongoOptions, MongoStorage};
 pub use remote::RemoteStorage;
+pub use replicated::ReplicatedStore;
 
 /// Path of the embedded store when no spec is given.
 pub const DEFAULT_EMBEDDED_PATH: &str = "granary-data/grains.redb";

@@ -1,8 +1,11 @@
-//! [`TestCluster`]: a master and N slaves in one process, for integration tests.
+//! [`TestCluster`]: master candidates and slaves in one process, for integration tests.
 //!
 //! Every silo runs the real UDP membership and TCP transport on ephemeral 127.0.0.1
-//! ports; the master serves an in-memory store (no database needed). Silos are plain
-//! values, so tests can kill, restart and add them. Enabled by the `test-util` feature.
+//! ports. A lone master (the default) serves an in-memory store; several candidates
+//! ([`TestClusterBuilder::candidates`]) each keep an embedded store in a temporary
+//! directory, replicated from the acting master, or — with
+//! [`TestClusterBuilder::shared_storage`] — share one store and elect through a lease in
+//! it. Silos are plain values, so tests can kill, restart and add them.
 //!
 //! ```ignore
 //! let mut cluster = TestCluster::builder().slaves(2).build().await?;
@@ -13,7 +16,8 @@
 //! cluster.shutdown().await;
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +25,10 @@ use granary_client::{Client, ClientConfig, ConnectError};
 use granary_runtime::GrainStorage;
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterConfig, ClusterSilo};
-use crate::membership::MembershipConfig;
+use crate::cluster::{ClusterConfig, ClusterSilo, SiloStore};
+use crate::membership::{ElectionMode, ElectionStore, MembershipConfig, MemoryElectionStore};
 use crate::silo::StartError;
-use crate::storage::MemoryStorage;
+use crate::storage::{EmbeddedStorage, MemoryStorage};
 use crate::transport::TransportConfig;
 use crate::SiloConfig;
 
@@ -47,6 +51,7 @@ pub async fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -
 #[derive(Debug, Clone)]
 pub struct TestClusterBuilder {
     slaves: usize,
+    candidates: usize,
     silo: SiloConfig,
     heartbeat_interval: Duration,
     missed_heartbeats: u32,
@@ -62,9 +67,12 @@ impl Default for TestClusterBuilder {
     fn default() -> Self {
         Self {
             slaves: 2,
+            candidates: 1,
             silo: SiloConfig::default(),
             heartbeat_interval: Duration::from_millis(100),
-            missed_heartbeats: 3,
+            // A slave's hosting lease is then 450 ms from the heartbeat the master
+            // answered: room for a loaded test machine, failures still seen within 0.5 s.
+            missed_heartbeats: 5,
             cluster_key: Some(b"granary-test-cluster".to_vec()),
             storage: None,
             shared_storage: false,
@@ -80,6 +88,15 @@ impl TestClusterBuilder {
         self
     }
 
+    /// Number of master candidates (default 1: a lone master). With more, one acts
+    /// (elected) and the others stand by; each keeps an embedded store in a temporary
+    /// directory, replicated from the acting master — unless the cluster uses
+    /// [`Self::shared_storage`], where they elect through a lease in the shared store.
+    pub fn candidates(mut self, n: usize) -> Self {
+        self.candidates = n.max(1);
+        self
+    }
+
     /// Silo settings of every silo (idle timeouts, mailbox size).
     pub fn silo_config(mut self, config: SiloConfig) -> Self {
         self.silo = config;
@@ -87,14 +104,14 @@ impl TestClusterBuilder {
     }
 
     /// Heartbeat interval and misses before a silo is declared dead (default
-    /// 100 ms × 3, so failures are detected in tests within a second).
+    /// 100 ms × 5, so failures are detected in tests within a second).
     pub fn heartbeats(mut self, interval: Duration, missed: u32) -> Self {
         self.heartbeat_interval = interval;
         self.missed_heartbeats = missed;
         self
     }
 
-    /// The store the master serves (default: a fresh [`MemoryStorage`]).
+    /// The store a lone master serves (default: a fresh [`MemoryStorage`]).
     pub fn storage(mut self, storage: Arc<dyn GrainStorage>) -> Self {
         self.storage = Some(storage);
         self
@@ -121,31 +138,43 @@ impl TestClusterBuilder {
             .then(|| LOCALHOST_ANY.parse().expect("valid address"))
     }
 
-    /// Starts the master, then the slaves.
+    /// Starts the master candidates, then the slaves.
     pub async fn build(self) -> Result<TestCluster, StartError> {
         let storage = self
             .storage
             .clone()
             .unwrap_or_else(|| Arc::new(MemoryStorage::new()));
-        let any: SocketAddr = LOCALHOST_ANY.parse().expect("valid address");
-        let master_config = ClusterConfig::master(any, any)
-            .with_membership(self.membership(MembershipConfig::master()));
-        let master = ClusterSilo::start(
-            self.silo.clone(),
-            ClusterConfig {
-                transport: transport(),
-                http: self.http_addr(),
-                ..master_config
-            },
-            Some(storage.clone()),
-        )
-        .await?;
+        let dir = tempfile::tempdir().map_err(|e| {
+            StartError::Storage(granary_runtime::StorageError::Failed(format!(
+                "temporary directory: {e}"
+            )))
+        })?;
+        let n = self.candidates;
+        let candidates = (0..n)
+            .map(|i| CandidateSlot {
+                tcp: free_tcp(),
+                udp: free_udp(),
+                path: dir.path().join(format!("candidate-{i}.redb")),
+                election: Arc::new(MemoryElectionStore::durable()),
+                silo: None,
+            })
+            .collect();
         let mut cluster = TestCluster {
             builder: self,
             storage,
-            master: Some(master),
+            _dir: dir,
+            candidates,
             slaves: Vec::new(),
         };
+        for i in 0..n {
+            cluster.start_candidate(i).await?;
+        }
+        if n > 1 {
+            cluster
+                .wait_for_acting_master(Duration::from_secs(20))
+                .await
+                .map_err(|e| StartError::Storage(granary_runtime::StorageError::Unavailable(e)))?;
+        }
         for _ in 0..cluster.builder.slaves {
             cluster.start_additional_silo().await?;
         }
@@ -163,34 +192,167 @@ impl TestClusterBuilder {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (for candidates, which must know each other's
+/// addresses before they start).
+fn free_tcp() -> SocketAddr {
+    TcpListener::bind(LOCALHOST_ANY)
+        .and_then(|l| l.local_addr())
+        .expect("a free TCP port on 127.0.0.1")
+}
+
+/// A free UDP port on 127.0.0.1.
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind(LOCALHOST_ANY)
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port on 127.0.0.1")
+}
+
 fn transport() -> TransportConfig {
     TransportConfig::default()
         .with_shutdown_grace(Duration::from_millis(200))
         .with_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-/// A master and its slaves in this process.
+/// One master candidate: its fixed addresses, its store and election state (kept across
+/// restarts), and the running silo.
+#[derive(Debug)]
+struct CandidateSlot {
+    tcp: SocketAddr,
+    udp: SocketAddr,
+    /// Its embedded store (several candidates, not sharing a store).
+    path: PathBuf,
+    /// Its election state with a lone master or a shared store.
+    election: Arc<MemoryElectionStore>,
+    silo: Option<ClusterSilo>,
+}
+
+/// Master candidates and their slaves in this process.
 #[derive(Debug)]
 pub struct TestCluster {
     builder: TestClusterBuilder,
-    /// The store the master serves.
+    /// The store a lone master serves, or every silo shares.
     storage: Arc<dyn GrainStorage>,
-    master: Option<ClusterSilo>,
+    /// Where replicated candidates keep their stores.
+    _dir: tempfile::TempDir,
+    candidates: Vec<CandidateSlot>,
     /// Slaves by index; `None` once killed or stopped.
     slaves: Vec<Option<ClusterSilo>>,
 }
 
 impl TestCluster {
-    /// A builder: master + 2 slaves, 100 ms heartbeats, in-memory store.
+    /// A builder: a lone master + 2 slaves, 100 ms heartbeats (5 may be missed),
+    /// in-memory store.
     pub fn builder() -> TestClusterBuilder {
         TestClusterBuilder::default()
     }
 
-    /// The master.
+    /// True when candidates replicate embedded stores among themselves.
+    fn replicated(&self) -> bool {
+        self.candidates.len() > 1 && !self.builder.shared_storage
+    }
+
+    async fn start_candidate(&mut self, i: usize) -> Result<(), StartError> {
+        let peers: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, c)| c.udp)
+            .collect();
+        let mut membership = self.builder.membership(MembershipConfig::candidate(peers));
+        if self.builder.shared_storage && self.candidates.len() > 1 {
+            membership = membership.with_election(ElectionMode::SharedStore);
+        }
+        let slot = &self.candidates[i];
+        let config = ClusterConfig {
+            transport: transport(),
+            http: self.builder.http_addr(),
+            ..ClusterConfig::master(slot.tcp, slot.udp).with_membership(membership)
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let store = if self.replicated() {
+                let path = self.candidates[i].path.clone();
+                let embedded = tokio::task::spawn_blocking(move || EmbeddedStorage::open(path))
+                    .await
+                    .map_err(|e| {
+                        StartError::Storage(granary_runtime::StorageError::Failed(e.to_string()))
+                    })??;
+                SiloStore {
+                    embedded: Some(Arc::new(embedded)),
+                    ..SiloStore::default()
+                }
+            } else {
+                SiloStore {
+                    grains: Some(self.storage.clone()),
+                    election: Some(self.candidates[i].election.clone() as Arc<dyn ElectionStore>),
+                    ..SiloStore::default()
+                }
+            };
+            match ClusterSilo::start_on(self.builder.silo.clone(), config.clone(), store).await {
+                Ok(silo) => {
+                    self.candidates[i].silo = Some(silo);
+                    return Ok(());
+                }
+                // The old sockets (or store file) may take a moment to be released.
+                Err(StartError::Bind { .. } | StartError::Storage(_))
+                    if Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The acting master (or, while none acts, the first running candidate).
     pub fn master(&self) -> &ClusterSilo {
-        self.master
-            .as_ref()
-            .expect("the master runs until shutdown")
+        let running = || self.candidates.iter().filter_map(|c| c.silo.as_ref());
+        running()
+            .find(|c| c.membership().is_acting_master())
+            .or_else(|| running().next())
+            .expect("a master candidate runs")
+    }
+
+    /// Candidate `i`, if it runs.
+    pub fn candidate(&self, i: usize) -> Option<&ClusterSilo> {
+        self.candidates.get(i).and_then(|c| c.silo.as_ref())
+    }
+
+    /// Index of the acting master among the candidates, if one acts now.
+    pub fn acting_master(&self) -> Option<usize> {
+        self.candidates.iter().position(|c| {
+            c.silo
+                .as_ref()
+                .is_some_and(|s| s.membership().is_acting_master())
+        })
+    }
+
+    /// Waits until a candidate acts as master and every running silo follows it;
+    /// returns its index.
+    pub async fn wait_for_acting_master(&self, timeout: Duration) -> Result<usize, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.acting_master() {
+                let id = self.candidate(i).map(|c| c.id());
+                let all_follow = self
+                    .candidates
+                    .iter()
+                    .filter_map(|c| c.silo.as_ref())
+                    .map(|s| s.membership().master)
+                    .chain(self.slaves().map(|(_, s)| s.membership().master))
+                    .all(|m| m == id);
+                if all_follow {
+                    return Ok(i);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no acting master everyone follows after {timeout:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Slave `i`, if it runs.
@@ -206,9 +368,15 @@ impl TestCluster {
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s)))
     }
 
-    /// The store the master serves.
+    /// The store a lone master serves, or every silo shares. (Replicated candidates
+    /// keep one each: see [`Self::candidate_store_path`].)
     pub fn storage(&self) -> &Arc<dyn GrainStorage> {
         &self.storage
+    }
+
+    /// Where replicated candidate `i` keeps its embedded store.
+    pub fn candidate_store_path(&self, i: usize) -> &std::path::Path {
+        &self.candidates[i].path
     }
 
     async fn start_slave_on(
@@ -216,17 +384,24 @@ impl TestCluster {
         tcp: SocketAddr,
         udp: SocketAddr,
     ) -> Result<ClusterSilo, StartError> {
-        let master_udp = self.master().id().udp;
-        let config = ClusterConfig::slave(tcp, udp, master_udp)
-            .with_membership(self.builder.membership(MembershipConfig::slave(master_udp)));
-        ClusterSilo::start(
+        let mut membership = MembershipConfig::slave(self.candidates[0].udp);
+        for c in &self.candidates[1..] {
+            membership = membership.with_master(c.udp);
+        }
+        let config = ClusterConfig::slave(tcp, udp, self.candidates[0].udp)
+            .with_membership(self.builder.membership(membership));
+        let store = SiloStore {
+            grains: self.builder.shared_storage.then(|| self.storage.clone()),
+            ..SiloStore::default()
+        };
+        ClusterSilo::start_on(
             self.builder.silo.clone(),
             ClusterConfig {
                 transport: transport(),
                 http: self.builder.http_addr(),
                 ..config
             },
-            None,
+            store,
         )
         .await
     }
@@ -276,68 +451,81 @@ impl TestCluster {
         }
     }
 
-    /// Crashes the master: no goodbye, so the slaves fence themselves once its lease
-    /// runs out. The cluster has no master afterwards: [`TestCluster::master`],
-    /// [`TestCluster::client`] and [`TestCluster::restart_master`] panic.
+    /// Crashes master candidate `i`: no goodbye.
+    pub async fn kill_candidate(&mut self, i: usize) {
+        if let Some(silo) = self.candidates.get_mut(i).and_then(|c| c.silo.take()) {
+            silo.abort().await;
+        }
+    }
+
+    /// Starts candidate `i` again (a new generation on the same addresses and store).
+    pub async fn restart_candidate(&mut self, i: usize) -> Result<(), StartError> {
+        self.kill_candidate(i).await;
+        self.start_candidate(i).await
+    }
+
+    /// Crashes the acting master (a lone master: the only one). With no other
+    /// candidate, the cluster has no master afterwards: [`TestCluster::master`] and
+    /// [`TestCluster::client`] panic until [`TestCluster::restart_master`].
     pub async fn kill_master(&mut self) {
-        if let Some(master) = self.master.take() {
-            master.abort().await;
-        }
+        let i = self.acting_master().unwrap_or(0);
+        self.kill_candidate(i).await;
     }
 
-    /// Crashes the master and starts a new generation on the same ports and store.
+    /// Crashes the acting master and starts a new generation of it on the same ports and
+    /// store.
     pub async fn restart_master(&mut self) -> Result<(), StartError> {
-        let master = self.master.take().expect("the master runs until shutdown");
-        let id = master.id();
-        master.abort().await;
-        let config = ClusterConfig::master(id.tcp, id.udp)
-            .with_membership(self.builder.membership(MembershipConfig::master()));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let config = ClusterConfig {
-                transport: transport(),
-                http: self.builder.http_addr(),
-                ..config.clone()
-            };
-            match ClusterSilo::start(
-                self.builder.silo.clone(),
-                config,
-                Some(self.storage.clone()),
-            )
-            .await
-            {
-                Ok(master) => {
-                    self.master = Some(master);
-                    return Ok(());
-                }
-                Err(StartError::Bind { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let i = self.acting_master().unwrap_or(0);
+        self.restart_candidate(i).await
     }
 
-    /// Waits until every running silo sees the same active members (the master and the
-    /// running slaves) and every slave is joined. Fails with a description at the deadline.
+    /// Every running silo: candidates first, then slaves.
+    fn running(&self) -> impl Iterator<Item = &ClusterSilo> {
+        self.candidates
+            .iter()
+            .filter_map(|c| c.silo.as_ref())
+            .chain(self.slaves().map(|(_, s)| s))
+    }
+
+    /// Waits until one candidate acts, every running silo follows it, the acting master
+    /// sees every running slave, and every slave serves. Fails with a description at
+    /// the deadline.
     pub async fn wait_for_membership_stable(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let mut expected: Vec<_> = self.slaves().map(|(_, s)| s.id()).collect();
-            expected.push(self.master().id());
-            expected.sort();
             let mut problems = Vec::new();
-            for silo in std::iter::once(self.master()).chain(self.slaves().map(|(_, s)| s)) {
-                let view = silo.membership();
-                let mut active: Vec<_> = view.active_members().map(|m| m.id).collect();
-                active.sort();
-                if active != expected || !view.is_joined() {
-                    problems.push(format!(
-                        "{} sees {} active, joined={}",
-                        silo.id(),
-                        active.len(),
-                        view.is_joined()
-                    ));
+            match self.acting_master() {
+                None => problems.push("no candidate acts as master".to_owned()),
+                Some(i) => {
+                    let master = self.candidate(i).expect("acting runs");
+                    let mut expected: Vec<_> = self.slaves().map(|(_, s)| s.id()).collect();
+                    expected.push(master.id());
+                    expected.sort();
+                    let view = master.membership();
+                    let mut active: Vec<_> = view
+                        .active_members()
+                        .filter(|m| !m.is_candidate || m.id == master.id())
+                        .map(|m| m.id)
+                        .collect();
+                    active.sort();
+                    if active != expected {
+                        problems.push(format!(
+                            "the acting master sees {} of {} members",
+                            active.len(),
+                            expected.len()
+                        ));
+                    }
+                    for silo in self.running() {
+                        let view = silo.membership();
+                        if view.master != Some(master.id()) || !view.is_joined() {
+                            problems.push(format!(
+                                "{} follows {:?}, joined={}",
+                                silo.id(),
+                                view.master.map(|m| m.to_string()),
+                                view.is_joined()
+                            ));
+                        }
+                    }
                 }
             }
             if problems.is_empty() {
@@ -345,8 +533,7 @@ impl TestCluster {
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "membership not stable after {timeout:?} (expected {} members): {}",
-                    expected.len(),
+                    "membership not stable after {timeout:?}: {}",
                     problems.join("; ")
                 ));
             }
@@ -354,10 +541,9 @@ impl TestCluster {
         }
     }
 
-    /// A client using every running silo as a gateway (master first).
+    /// A client using every running silo as a gateway (candidates first).
     pub async fn client(&self) -> Result<Client, ConnectError> {
-        let gateways = std::iter::once(self.master().addr().addr)
-            .chain(self.slaves().map(|(_, s)| s.addr().addr));
+        let gateways = self.running().map(|s| s.addr().addr);
         let mut config = ClientConfig::new(gateways).with_connect_timeout(Duration::from_secs(5));
         if let Some(key) = &self.builder.cluster_key {
             config = config.with_cluster_key(key.clone());
@@ -370,16 +556,19 @@ impl TestCluster {
         self.builder.cluster_key.as_deref()
     }
 
-    /// Stops everything gracefully (the master shuts its slaves down first).
+    /// Stops everything gracefully (a lone master shuts its slaves down first).
     pub async fn shutdown(mut self) {
         let slaves: Vec<_> = self.slaves.drain(..).flatten().collect();
-        let master = self.master.take();
+        let candidates: Vec<_> = self
+            .candidates
+            .iter_mut()
+            .filter_map(|c| c.silo.take())
+            .collect();
         let stopping = slaves.into_iter().map(|s| s.shutdown());
-        let master = async {
-            if let Some(master) = master {
-                master.shutdown().await;
-            }
-        };
-        futures::join!(futures::future::join_all(stopping), master);
+        let masters = candidates.into_iter().map(|c| c.shutdown());
+        futures::join!(
+            futures::future::join_all(stopping),
+            futures::future::join_all(masters)
+        );
     }
 }

@@ -12,7 +12,8 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use granary_proto::frame::{Request, Response, WireStorageError};
+use granary_proto::frame::{ReportOutcome, Request, Response, WireStorageError};
+use granary_proto::replica::ReplicaError;
 use granary_proto::CallError;
 
 mod server;
@@ -66,6 +67,8 @@ impl Failure {
 enum RequestKind {
     Grain,
     Directory,
+    DirectoryReport,
+    Replica,
     StorageRead,
     StorageWrite,
     StorageClear,
@@ -80,6 +83,8 @@ impl RequestKind {
             Request::DirectoryResolve { .. } | Request::DirectoryUnregister { .. } => {
                 RequestKind::Directory
             }
+            Request::DirectoryReport { .. } => RequestKind::DirectoryReport,
+            Request::StoreAppend { .. } | Request::StoreSnapshot { .. } => RequestKind::Replica,
             Request::StorageRead { .. } => RequestKind::StorageRead,
             Request::StorageWrite { .. } => RequestKind::StorageWrite,
             Request::StorageClear { .. } => RequestKind::StorageClear,
@@ -93,6 +98,8 @@ impl RequestKind {
         match self {
             RequestKind::Grain => "grain call",
             RequestKind::Directory => "directory",
+            RequestKind::DirectoryReport => "directory report",
+            RequestKind::Replica => "store replication",
             RequestKind::StorageRead => "storage read",
             RequestKind::StorageWrite => "storage write",
             RequestKind::StorageClear => "storage clear",
@@ -105,7 +112,17 @@ impl RequestKind {
     fn failure(self, failure: &Failure) -> Response {
         match self {
             RequestKind::Grain => Response::Grain(Err(failure.call_error())),
-            RequestKind::Directory => Response::Directory(Err(failure.call_error())),
+            RequestKind::Directory => Response::Directory {
+                epoch: 0,
+                result: Err(failure.call_error()),
+            },
+            // "Not the master of any epoch": the slave tries again later.
+            RequestKind::DirectoryReport => {
+                Response::DirectoryReport(ReportOutcome::NotLeader { epoch: 0 })
+            }
+            RequestKind::Replica => Response::StoreReplica(Err(ReplicaError::Failed(
+                failure.storage_error().to_string(),
+            ))),
             RequestKind::StorageRead => Response::StorageRead(Err(failure.storage_error())),
             RequestKind::StorageWrite => Response::StorageWrite(Err(failure.storage_error())),
             RequestKind::StorageClear => Response::StorageClear(Err(failure.storage_error())),

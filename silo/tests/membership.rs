@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use granary_proto::packet::{Packet, PacketBody, PacketCodec, DEFAULT_MAX_PACKET};
 use granary_silo::membership::{
-    LoadReport, MemberStatus, Membership, MembershipConfig, MembershipSnapshot, SiloId,
+    Hosting, LoadReport, MemberStatus, Membership, MembershipConfig, MembershipIo,
+    MembershipSnapshot, MemoryElectionStore, SiloId,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
@@ -71,12 +72,27 @@ fn slave_config(master: &TestSilo) -> MembershipConfig {
 }
 
 /// Starts a silo on `port` (0: ephemeral). Its TCP address is faked with the same port.
+/// A slave reports its (empty) silo as soon as it is admitted, as the cluster layer
+/// does over TCP.
 async fn start(config: MembershipConfig, port: u16, generation: u64) -> TestSilo {
     let socket = bind(port).await;
     let udp = socket.local_addr().unwrap();
     let id = SiloId::new(udp, udp, generation);
     let (load, load_rx) = watch::channel(LoadReport::default());
-    let membership = Membership::start(config, socket, id, load_rx).expect("start membership");
+    let (reported, reported_rx) = watch::channel(0);
+    let mut io = MembershipIo::new(load_rx, std::sync::Arc::new(MemoryElectionStore::default()));
+    io.reported = reported_rx;
+    let membership = Membership::start_with(config, socket, id, io).expect("start membership");
+    let mut updates = membership.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let admission = updates.borrow_and_update().admission;
+            reported.send_if_modified(|r| std::mem::replace(r, admission) != admission);
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     TestSilo {
         id,
         membership,
@@ -85,7 +101,11 @@ async fn start(config: MembershipConfig, port: u16, generation: u64) -> TestSilo
 }
 
 async fn start_master(interval: Duration, misses: u32) -> TestSilo {
-    start(master_config(interval, misses), 0, next_generation()).await
+    let master = start(master_config(interval, misses), 0, next_generation()).await;
+    master
+        .wait("acting as master", |s| s.is_acting_master())
+        .await;
+    master
 }
 
 async fn start_slave(master: &TestSilo) -> TestSilo {
@@ -243,7 +263,11 @@ async fn master_leave_asks_slaves_to_shut_down() {
     tokio::time::timeout(DEADLINE, token.cancelled())
         .await
         .expect("slave b told to shut down");
-    assert!(!a.snap().master_reachable);
+    // The slaves know the master is leaving; they keep their lease while they save.
+    assert_eq!(
+        a.snap().get(&master.id).unwrap().status,
+        MemberStatus::ShuttingDown
+    );
     a.membership.leave().await;
     b.membership.leave().await;
 }
@@ -363,7 +387,7 @@ async fn bad_datagrams_leave_the_master_working() {
 }
 
 #[tokio::test]
-async fn slave_fences_while_the_master_is_away_and_rejoins_a_restarted_master() {
+async fn slave_suspends_while_the_master_is_away_and_rejoins_a_restarted_master() {
     let master = start_master(FAST, 3).await;
     let master_port = master.id.udp.port();
     let a = start_slave(&master).await;
@@ -373,7 +397,9 @@ async fn slave_fences_while_the_master_is_away_and_rejoins_a_restarted_master() 
     master.membership.abort().await;
     for slave in [&a, &b] {
         slave
-            .wait("master unreachable", |s| !s.master_reachable)
+            .wait("suspended: the lease ran out", |s| {
+                s.hosting == Hosting::Suspended
+            })
             .await;
         // Still knows who the master was.
         assert_eq!(slave.snap().master, Some(old_master));

@@ -104,7 +104,10 @@ impl RequestHandler for TestHandler {
                     message: other.to_owned(),
                 })),
             },
-            _ => Response::Directory(Ok(None)),
+            _ => Response::Directory {
+                epoch: 0,
+                result: Ok(None),
+            },
         }
     }
 }

@@ -45,6 +45,29 @@ fn every_frame() -> Vec<Frame> {
             grain: grain(),
             silo: silo(7000, 3),
         },
+        Request::DirectoryReport {
+            epoch: 7,
+            silo: silo(7000, 3),
+            grains: vec![grain(), GrainId::new("example.account/v1", "")],
+        },
+        Request::StoreAppend {
+            epoch: 7,
+            prev: StorePosition::new(6, 40),
+            next: StorePosition::new(7, 1),
+            changes: vec![
+                StoreChange::Put {
+                    id: "18:example.counter/v1:alice".into(),
+                    record: vec![1, 3, b'a', b'b', b'c', 42],
+                },
+                StoreChange::Delete { id: "x".into() },
+            ],
+        },
+        Request::StoreSnapshot {
+            epoch: 7,
+            start: true,
+            records: vec![("a".into(), vec![1]), ("b".into(), vec![])],
+            done: Some(StorePosition::new(7, 3)),
+        },
         Request::StorageRead { grain: grain() },
         Request::StorageWrite {
             grain: grain(),
@@ -63,9 +86,29 @@ fn every_frame() -> Vec<Frame> {
             grain_type: "t".into(),
             message: "m".into(),
         })),
-        Response::Directory(Ok(Some(silo(7000, 2)))),
-        Response::Directory(Ok(None)),
-        Response::Directory(Err(CallError::ShuttingDown)),
+        Response::Directory {
+            epoch: 3,
+            result: Ok(Some(silo(7000, 2))),
+        },
+        Response::Directory {
+            epoch: 0,
+            result: Ok(None),
+        },
+        Response::Directory {
+            epoch: u64::MAX,
+            result: Err(CallError::ShuttingDown),
+        },
+        Response::DirectoryReport(ReportOutcome::Accepted {
+            rejected: vec![grain()],
+        }),
+        Response::DirectoryReport(ReportOutcome::NotMember),
+        Response::DirectoryReport(ReportOutcome::NotLeader { epoch: 9 }),
+        Response::StoreReplica(Ok(StorePosition::new(7, 2))),
+        Response::StoreReplica(Err(ReplicaError::Diverged {
+            position: StorePosition::new(5, 1),
+        })),
+        Response::StoreReplica(Err(ReplicaError::StaleEpoch { current: 8 })),
+        Response::StorageWrite(Err(WireStorageError::NotLeader("standby".into()))),
         Response::StorageRead(Ok(Some((vec![1, 2], "e1".into())))),
         Response::StorageRead(Ok(None)),
         Response::StorageRead(Err(WireStorageError::Corrupt("bad".into()))),

@@ -18,6 +18,7 @@ fn every_body() -> Vec<PacketBody> {
     vec![
         PacketBody::Handshake,
         PacketBody::Welcome {
+            epoch: 4,
             view: 7,
             params: ProtocolParams {
                 heartbeat_interval_ms: 1000,
@@ -34,7 +35,12 @@ fn every_body() -> Vec<PacketBody> {
                 },
             ],
         },
-        PacketBody::Heartbeat { load, view: 9 },
+        PacketBody::Heartbeat {
+            epoch: 4,
+            load,
+            view: 9,
+            ack: 77,
+        },
         PacketBody::Shutdown,
         PacketBody::SlaveConnect {
             member: id(3000, 5),
@@ -51,6 +57,37 @@ fn every_body() -> Vec<PacketBody> {
             view: 12,
         },
         PacketBody::Rejoin,
+        PacketBody::NotLeader {
+            epoch: 5,
+            leader: Some(id(6000, 2)),
+        },
+        PacketBody::NotLeader {
+            epoch: 0,
+            leader: None,
+        },
+        PacketBody::LeaderBeat {
+            epoch: 5,
+            round: 99,
+        },
+        PacketBody::LeaderBeatAck {
+            epoch: 5,
+            round: 99,
+            position: StorePosition::new(5, 12),
+        },
+        PacketBody::StandbyBeat {
+            epoch: 5,
+            leader: Some(id(6000, 2)),
+            position: StorePosition::new(4, 3),
+        },
+        PacketBody::VoteRequest {
+            epoch: 6,
+            position: StorePosition::new(5, 12),
+        },
+        PacketBody::Vote {
+            epoch: 6,
+            granted: true,
+            position: StorePosition::new(5, 11),
+        },
     ]
 }
 
@@ -175,6 +212,7 @@ fn oversized_packets_are_rejected_both_ways() {
         })
         .collect();
     let huge = packet(PacketBody::Welcome {
+        epoch: 1,
         view: 1,
         params: ProtocolParams {
             heartbeat_interval_ms: 1,
@@ -208,8 +246,10 @@ fn wrong_version_and_flags_are_rejected() {
 #[test]
 fn keys_must_match() {
     let p = packet(PacketBody::Heartbeat {
+        epoch: 1,
         load: LoadReport::default(),
         view: 1,
+        ack: 0,
     });
     let a = signed(b"key a");
     let b = signed(b"key b");

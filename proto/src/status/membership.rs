@@ -21,12 +21,16 @@ pub enum MemberPhase {
 
 impl From<SiloState> for MemberPhase {
     /// `Leaving` is [`MemberPhase::Left`], `Dead` is [`MemberPhase::Dead`]; every other
-    /// state (`Active`, `Joining`, `Fenced`) is still a member.
+    /// state (`Active`, `Joining`, `Fenced`, `Suspended`, `Standby`) is still a member.
     fn from(state: SiloState) -> Self {
         match state {
             SiloState::Leaving => MemberPhase::Left,
             SiloState::Dead => MemberPhase::Dead,
-            SiloState::Active | SiloState::Joining | SiloState::Fenced => MemberPhase::Active,
+            SiloState::Active
+            | SiloState::Joining
+            | SiloState::Fenced
+            | SiloState::Suspended
+            | SiloState::Standby => MemberPhase::Active,
         }
     }
 }

@@ -15,6 +15,14 @@ use granary_proto::CallError;
 struct TestStore {
     records: Mutex<HashMap<GrainId, StoredState>>,
     writes: Mutex<u64>,
+    /// How long each write takes (a slow store).
+    delay: Mutex<std::time::Duration>,
+}
+
+impl TestStore {
+    fn delay_writes(&self, by: std::time::Duration) {
+        *self.delay.lock().unwrap() = by;
+    }
 }
 
 #[async_trait]
@@ -31,6 +39,10 @@ impl GrainStorage for TestStore {
         data: &[u8],
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
+        let delay = *self.delay.lock().unwrap();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut records = self.records.lock().unwrap();
         let found = records.get(grain).map(|r| r.etag.clone());
         if found.as_deref() != expected {
@@ -93,11 +105,58 @@ impl Grain for Stateless {
 }
 
 fn ctx<G: Grain>(store: &Arc<TestStore>, key: &str) -> GrainContext<G> {
+    leased_ctx(store, key, crate::HostingLease::forever())
+}
+
+fn leased_ctx<G: Grain>(
+    store: &Arc<TestStore>,
+    key: &str,
+    lease: Arc<crate::HostingLease>,
+) -> GrainContext<G> {
     GrainContext::new(
         GrainId::new(G::TYPE_NAME, key),
         store.clone(),
         Arc::new(NoRoute),
+        lease,
     )
+}
+
+#[tokio::test]
+async fn a_silo_without_its_hosting_lease_never_writes() {
+    let store = Arc::new(TestStore::default());
+    let lease = Arc::new(crate::HostingLease::new(std::time::Duration::ZERO));
+    let mut a = leased_ctx::<Kept>(&store, "fenced", lease.clone());
+    a.load_state().await.unwrap();
+    a.state_mut().n = 1;
+    let err = a.write_state().await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    assert!(a.is_dirty(), "the change is kept for a later write");
+    assert!(
+        store.read(a.id()).await.unwrap().is_none(),
+        "nothing reached the store"
+    );
+    assert!(!a.take_deactivate_request());
+
+    // Held: the write goes through.
+    lease.renew_until(std::time::Instant::now() + std::time::Duration::from_secs(60));
+    a.write_state().await.unwrap();
+    assert!(store.read(a.id()).await.unwrap().is_some());
+
+    // A write acknowledged after the lease ran out (grace zero) is of unknown outcome:
+    // the caller is not told it is done, and the activation goes.
+    lease.renew_until(std::time::Instant::now() + std::time::Duration::from_millis(20));
+    a.state_mut().n = 2;
+    store.delay_writes(std::time::Duration::from_millis(60));
+    let err = a.write_state().await.unwrap_err();
+    assert!(
+        matches!(err, StorageError::Unavailable(ref m) if m.contains("unknown")),
+        "{err:?}"
+    );
+    assert!(a.take_deactivate_request());
+    assert!(
+        !a.needs_final_write(),
+        "state that raced the lease is never written again"
+    );
 }
 
 #[tokio::test]

@@ -19,8 +19,9 @@ pub(crate) struct SiloLocal {
     me: SiloAddr,
     /// The catalog (weak: the catalog's router points back here).
     catalog: Weak<Catalog>,
-    /// Set while not joined to a master (before the first WELCOME, and when cut off):
-    /// no grain may run here.
+    /// Set on master candidates (they host nothing) and on a fenced slave (its grains
+    /// are being dropped): no grain may be activated here. A slave whose hosting lease
+    /// merely ran out is not fenced: its activations wait for a renewal.
     fenced: AtomicBool,
 }
 
@@ -29,26 +30,16 @@ impl SiloLocal {
         Self {
             me,
             catalog,
+            // Set at once on candidates by the membership watcher; a slave that has
+            // not joined yet is merely suspended (its activations would wait).
             fenced: AtomicBool::new(true),
         }
     }
 
-    /// Sets fencing; returns true if it changed. Fencing deactivates every grain here.
+    /// Sets fencing; returns true if it changed. (The grains of a fenced slave are
+    /// dropped by its report task.)
     pub(crate) fn set_fenced(&self, fenced: bool) -> bool {
-        let changed = self.fenced.swap(fenced, Ordering::AcqRel) != fenced;
-        if changed && fenced {
-            self.deactivate_all();
-        }
-        changed
-    }
-
-    /// Asks every activation here to deactivate (after its current turn).
-    pub(crate) fn deactivate_all(&self) {
-        if let Some(catalog) = self.catalog.upgrade() {
-            for dispatcher in catalog.dispatchers() {
-                dispatcher.deactivate_all();
-            }
-        }
+        self.fenced.swap(fenced, Ordering::AcqRel) != fenced
     }
 }
 
@@ -74,8 +65,9 @@ impl LocalDelivery for SiloLocal {
 
     async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
         if self.fenced.load(Ordering::Acquire) {
-            let err =
-                CallError::Unreachable("this silo is cut off from the master (fenced)".into());
+            let err = CallError::Unreachable(
+                "this silo hosts no grains now (a master candidate, or a fenced slave)".into(),
+            );
             envelope.fail(err.clone());
             return Err(err);
         }

@@ -1,6 +1,6 @@
-//! The clustered silo's background tasks: load reports for heartbeats, the master's
-//! directory sweep and placement-storm watch, and the membership watcher (departures,
-//! fencing, master changes), which also feeds the [`EventLog`].
+//! The clustered silo's background tasks: load reports for heartbeats, the acting
+//! master's directory sweep and placement-storm watch, and the membership watcher
+//! (departures, fencing, master changes), which also feeds the [`EventLog`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::SiloLocal;
 use crate::catalog::Catalog;
 use crate::directory::{Directory, TENTATIVE_TTL};
-use crate::membership::{MemberStatus, MembershipSnapshot, SiloRole};
+use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
 use crate::observe::EventLog;
 use crate::resolver::silo_addr;
 
@@ -58,9 +58,9 @@ pub(super) async fn sweep_directory(directory: Arc<Directory>, stop: Cancellatio
 /// How often the master sweeps unconfirmed directory placements.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Reacts to membership changes: departed silos lose their directory entries (master),
-/// cached routes and connections (everyone, so calls in flight fail fast); a slave cut
-/// off from its master fences itself.
+/// Reacts to membership changes: departed silos lose their directory entries (acting
+/// master), cached routes and connections (everyone, so calls in flight fail fast); a
+/// slave records its fencing and the acting masters it follows.
 pub(super) async fn watch_membership(
     mut updates: watch::Receiver<Arc<MembershipSnapshot>>,
     role: SiloRole,
@@ -73,32 +73,27 @@ pub(super) async fn watch_membership(
     let mut handled = std::collections::HashSet::new();
     let mut joined = std::collections::HashSet::new();
     let mut master_seen = None;
+    let mut serving = false;
     loop {
         let snapshot = updates.borrow_and_update().clone();
-        if role == SiloRole::Slave {
-            if let (Some(old), Some(new)) = (master_seen, snapshot.master) {
-                if old != new {
-                    // A new master (a restart) starts with an empty directory: grains
-                    // active here are unknown to it and could be placed elsewhere too.
-                    tracing::warn!(
-                        "the master restarted ({old} is now {new}): deactivating every grain here"
-                    );
-                    events.record(
-                        ClusterEventKind::MasterChanged,
-                        new,
-                        format!("the master restarted ({old} is now {new})"),
-                    );
-                    local.deactivate_all();
-                    router.forget_all();
-                }
-            }
-            if snapshot.master.is_some() {
-                master_seen = snapshot.master;
+        if let (Some(old), Some(new)) = (master_seen, snapshot.master) {
+            if old != new {
+                // Slaves keep their grains: they report them to the new master.
+                events.record(
+                    ClusterEventKind::MasterChanged,
+                    new,
+                    format!("{new} acts as master (epoch {}); was {old}", snapshot.epoch),
+                );
             }
         }
+        if snapshot.master.is_some() {
+            master_seen = snapshot.master;
+        }
+        let acting = snapshot.is_acting_master();
         for member in snapshot.members.values() {
-            if role == SiloRole::Master
+            if acting
                 && member.id != snapshot.me
+                && !member.is_candidate
                 && member.status == MemberStatus::Active
                 && joined.insert(member.id)
             {
@@ -115,7 +110,7 @@ pub(super) async fn watch_membership(
                 continue;
             }
             let addr = silo_addr(&member.id);
-            if let Some(directory) = &directory {
+            if let (Some(directory), true, false) = (&directory, acting, member.is_candidate) {
                 let dropped = directory.remove_silo(addr);
                 let how = match member.status {
                     MemberStatus::Dead => "died",
@@ -147,41 +142,22 @@ pub(super) async fn watch_membership(
                 router.peers().disconnect(addr.addr);
             }
         }
-        let fenced = role == SiloRole::Slave && !snapshot.master_reachable;
-        if local.set_fenced(fenced) {
-            if fenced {
-                let master_leaving = snapshot
-                    .master
-                    .and_then(|m| snapshot.get(&m))
-                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
-                let me_leaving = snapshot
-                    .get(&snapshot.me)
-                    .is_some_and(|m| m.status == MemberStatus::ShuttingDown);
-                if me_leaving {
-                    tracing::debug!("leaving the cluster: no new grains here");
-                } else if master_leaving {
-                    tracing::info!("the master is shutting down: deactivating every grain here");
-                } else {
-                    tracing::warn!(
-                        "cut off from the master: fencing (deactivating every grain here)"
-                    );
-                    events.record(
-                        ClusterEventKind::Fenced,
-                        snapshot.me,
-                        "cut off from the master: fenced, hosting nothing until it rejoins",
-                    );
-                }
-                router.forget_all();
-            } else if role == SiloRole::Slave {
-                match snapshot.master {
-                    Some(master) => tracing::info!(
-                        "joined the cluster of master {}: serving grains",
-                        master.tcp
-                    ),
-                    None => tracing::info!("joined the cluster: serving grains"),
-                }
+        // Candidates never host grains; a slave hosts none while fenced.
+        let fenced = role == SiloRole::Master || snapshot.hosting == Hosting::Fenced;
+        if local.set_fenced(fenced) && role == SiloRole::Slave && fenced {
+            router.forget_all();
+        }
+        let now_serving = role == SiloRole::Slave && snapshot.hosting == Hosting::Serving;
+        if now_serving && !serving {
+            if let Some(master) = snapshot.master {
+                tracing::info!(
+                    "serving grains for the acting master {} (epoch {})",
+                    master.tcp,
+                    snapshot.epoch
+                );
             }
         }
+        serving = now_serving;
         tokio::select! {
             () = stop.cancelled() => return,
             changed = updates.changed() => if changed.is_err() { return },

@@ -18,13 +18,21 @@ fn grain(i: usize) -> GrainId {
     GrainId::new("t/v1", i.to_string())
 }
 
+/// The owner a resolve names (panics on an error or a wait).
+fn owner(resolution: Result<Resolution, CallError>) -> SiloAddr {
+    match resolution.unwrap() {
+        Resolution::Owner(silo) => silo,
+        Resolution::Wait(until) => panic!("asked to wait until {until:?}"),
+    }
+}
+
 #[test]
 fn resolve_is_stable_and_places_once() {
     let dir = Directory::new();
     let c = candidates(&[1, 2, 3]);
-    let first = dir.resolve(&grain(0), &c, None).unwrap();
+    let first = owner(dir.resolve(&grain(0), &c, None));
     for _ in 0..10 {
-        assert_eq!(dir.resolve(&grain(0), &c, None).unwrap(), first);
+        assert_eq!(owner(dir.resolve(&grain(0), &c, None)), first);
     }
     assert_eq!(dir.len(), 1);
 }
@@ -38,7 +46,7 @@ fn concurrent_resolves_agree() {
             let (dir, c) = (dir.clone(), c.clone());
             std::thread::spawn(move || {
                 (0..200)
-                    .map(|i| dir.resolve(&grain(i), &c, None).unwrap())
+                    .map(|i| owner(dir.resolve(&grain(i), &c, None)))
                     .collect::<Vec<_>>()
             })
         })
@@ -53,7 +61,7 @@ fn placement_spreads_evenly() {
     let dir = Directory::new();
     let c = candidates(&[1, 2, 3]);
     for i in 0..3000 {
-        dir.resolve(&grain(i), &c, None).unwrap();
+        owner(dir.resolve(&grain(i), &c, None));
     }
     for (silo, n) in dir.counts() {
         assert!((900..=1100).contains(&n), "{silo} got {n} of 3000");
@@ -65,7 +73,7 @@ fn dead_silos_lose_their_grains_and_stale_entries_move() {
     let dir = Directory::new();
     let all = candidates(&[1, 2]);
     for i in 0..100 {
-        dir.resolve(&grain(i), &all, None).unwrap();
+        owner(dir.resolve(&grain(i), &all, None));
     }
     let on_one = dir.counts()[&silo(1)];
     assert_eq!(dir.remove_silo(silo(1)), on_one);
@@ -74,10 +82,10 @@ fn dead_silos_lose_their_grains_and_stale_entries_move() {
     let only_two = candidates(&[2]);
     let dir = Directory::new();
     assert_eq!(
-        dir.resolve(&grain(0), &candidates(&[1]), None).unwrap(),
+        owner(dir.resolve(&grain(0), &candidates(&[1]), None)),
         silo(1)
     );
-    assert_eq!(dir.resolve(&grain(0), &only_two, None).unwrap(), silo(2));
+    assert_eq!(owner(dir.resolve(&grain(0), &only_two, None)), silo(2));
     assert_eq!(dir.counts().get(&silo(1)), None);
 }
 
@@ -85,7 +93,7 @@ fn dead_silos_lose_their_grains_and_stale_entries_move() {
 fn unregister_only_removes_the_matching_entry() {
     let dir = Directory::new();
     let one = candidates(&[1]);
-    dir.resolve(&grain(0), &one, None).unwrap();
+    owner(dir.resolve(&grain(0), &one, None));
     assert!(!dir.unregister(&grain(0), silo(2)));
     assert!(dir.unregister(&grain(0), silo(1)));
     assert!(dir.is_empty());
@@ -106,26 +114,90 @@ async fn unconfirmed_placements_are_swept_confirmed_ones_stay() {
     let dir = Directory::new();
     let c = candidates(&[1, 2]);
     // A client resolves two grains; the owner then resolves (confirms) only the first.
-    let owner = dir.resolve(&grain(0), &c, None).unwrap();
-    dir.resolve(&grain(1), &c, None).unwrap();
-    assert_eq!(dir.resolve(&grain(0), &c, Some(owner)).unwrap(), owner);
+    let first = owner(dir.resolve(&grain(0), &c, None));
+    owner(dir.resolve(&grain(1), &c, None));
+    assert_eq!(owner(dir.resolve(&grain(0), &c, Some(first))), first);
     // A placement made at the owner's own request is confirmed at once.
-    let own = dir
-        .resolve(&grain(2), &candidates(&[3]), Some(silo(3)))
-        .unwrap();
+    let own = owner(dir.resolve(&grain(2), &candidates(&[3]), Some(silo(3))));
     assert_eq!(own, silo(3));
     // Another silo asking does not confirm.
-    let other = dir
-        .resolve(&grain(3), &candidates(&[4]), Some(silo(9)))
-        .unwrap();
+    let other = owner(dir.resolve(&grain(3), &candidates(&[4]), Some(silo(9))));
     assert_eq!(other, silo(4));
 
     assert_eq!(dir.sweep(TENTATIVE_TTL), 0, "nothing is old enough yet");
     tokio::time::advance(TENTATIVE_TTL).await;
     assert_eq!(dir.sweep(TENTATIVE_TTL), 2);
-    assert_eq!(dir.lookup(&grain(0)), Some(owner));
+    assert_eq!(dir.lookup(&grain(0)), Some(first));
     assert_eq!(dir.lookup(&grain(1)), None);
     assert_eq!(dir.lookup(&grain(2)), Some(silo(3)));
     assert_eq!(dir.lookup(&grain(3)), None);
     assert_eq!(dir.counts().values().sum::<usize>(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_epoch_rebuilds_from_claims_and_waits_for_the_rest() {
+    let dir = Directory::new();
+    let c = candidates(&[1, 2]);
+    owner(dir.resolve(&grain(0), &c, None));
+    let window = Duration::from_secs(3);
+    dir.ensure_epoch(7, window, false);
+    assert_eq!(dir.epoch(), 7);
+    assert!(dir.is_empty(), "a new master starts empty");
+
+    // Slave 1 reports grains 1 and 2; slave 2 claims grain 2 too and grain 3.
+    assert!(dir.claim(silo(1), vec![grain(1), grain(2)]).is_empty());
+    assert_eq!(dir.claim(silo(2), vec![grain(2), grain(3)]), vec![grain(2)]);
+    assert_eq!(owner(dir.resolve(&grain(1), &c, None)), silo(1));
+    assert_eq!(
+        owner(dir.resolve(&grain(2), &c, None)),
+        silo(1),
+        "the first claim stays"
+    );
+    assert_eq!(owner(dir.resolve(&grain(3), &c, None)), silo(2));
+    // Claims are confirmed: a sweep keeps them.
+    tokio::time::advance(TENTATIVE_TTL).await;
+    assert_eq!(dir.sweep(TENTATIVE_TTL), 0);
+
+    // Asking again for the same epoch changes nothing.
+    dir.ensure_epoch(7, window, false);
+    assert_eq!(owner(dir.resolve(&grain(3), &c, None)), silo(2));
+
+    // A grain nobody claimed waits out the window, then is placed.
+    dir.ensure_epoch(8, window, false);
+    assert!(matches!(
+        dir.resolve(&grain(9), &c, None),
+        Ok(Resolution::Wait(until)) if until == Instant::now() + window
+    ));
+    tokio::time::advance(window).await;
+    let placed = owner(dir.resolve(&grain(9), &c, None));
+    assert!(c.iter().any(|cand| cand.silo == placed));
+    // A late claim of a grain placed meanwhile is refused.
+    let other = if placed == silo(1) { silo(2) } else { silo(1) };
+    assert_eq!(dir.claim(other, vec![grain(9)]), vec![grain(9)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn resolves_waiting_out_a_rebuild_wake_on_claims() {
+    let dir = std::sync::Arc::new(Directory::new());
+    dir.ensure_epoch(2, Duration::from_secs(60), false);
+    let waiter = tokio::spawn({
+        let dir = dir.clone();
+        async move {
+            dir.changed_or(Instant::now() + Duration::from_secs(60))
+                .await
+        }
+    });
+    tokio::task::yield_now().await;
+    dir.claim(silo(1), vec![grain(1)]);
+    tokio::time::timeout(Duration::from_secs(1), waiter)
+        .await
+        .expect("woken by the claim")
+        .unwrap();
+}
+
+#[test]
+fn the_first_epoch_has_no_window() {
+    let dir = Directory::new();
+    dir.ensure_epoch(1, Duration::from_secs(60), true);
+    owner(dir.resolve(&grain(0), &candidates(&[1]), None));
 }

@@ -19,12 +19,28 @@ pub const DEFAULT_MAX_PACKET_BYTES: usize = DEFAULT_MAX_PACKET;
 /// Which side of the membership protocol this silo plays.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub enum SiloRole {
-    /// The one silo that admits slaves, watches their heartbeats and tells everyone
-    /// about joins and departures.
+    /// A master candidate. The acting master (one candidate at a time, elected for an
+    /// epoch) admits slaves, watches their heartbeats, keeps the grain directory and
+    /// serves the store; the other candidates are standbys. A lone master is the only
+    /// candidate of its cluster.
     #[default]
     Master,
-    /// A silo that joins a master (configured with [`MembershipConfig::master`]).
+    /// A silo that hosts grains for the acting master (found among
+    /// [`MembershipConfig::masters`]).
     Slave,
+}
+
+/// How master candidates decide which of them acts.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum ElectionMode {
+    /// A majority of the candidates elects the acting master and renews its lease
+    /// (Bully-ordered campaigns, epochs, votes persisted in each candidate's store). The
+    /// default: the store is local to the candidates and replicated among them.
+    #[default]
+    Quorum,
+    /// The acting master holds a lease document in the store every silo shares
+    /// (MongoDB), so the last candidate standing can act alone.
+    SharedStore,
 }
 
 impl std::fmt::Display for SiloRole {
@@ -42,10 +58,15 @@ impl std::fmt::Display for SiloRole {
 /// the master's from the WELCOME, so the master's values rule the cluster.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MembershipConfig {
-    /// Master or slave.
+    /// Master candidate or slave.
     pub role: SiloRole,
-    /// The master's UDP address. Required for a slave, ignored by a master.
-    pub master: Option<SocketAddr>,
+    /// A slave: the UDP addresses of the master candidates (any subset that includes a
+    /// reachable one: the acting master is found from there). Ignored by candidates.
+    pub masters: Vec<SocketAddr>,
+    /// A master candidate: the other candidates' UDP addresses (empty: a lone master).
+    pub peers: Vec<SocketAddr>,
+    /// How candidates elect the acting master.
+    pub election: ElectionMode,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
     /// Heartbeat intervals a peer may miss before it is declared dead (by the master) or
@@ -63,7 +84,9 @@ impl fmt::Debug for MembershipConfig {
         // The key stays out of logs.
         f.debug_struct("MembershipConfig")
             .field("role", &self.role)
-            .field("master", &self.master)
+            .field("masters", &self.masters)
+            .field("peers", &self.peers)
+            .field("election", &self.election)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("missed_heartbeats", &self.missed_heartbeats)
             .field(
@@ -79,7 +102,9 @@ impl Default for MembershipConfig {
     fn default() -> Self {
         Self {
             role: SiloRole::Master,
-            master: None,
+            masters: Vec::new(),
+            peers: Vec::new(),
+            election: ElectionMode::Quorum,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             missed_heartbeats: DEFAULT_MISSED_HEARTBEATS,
             cluster_key: None,
@@ -89,16 +114,25 @@ impl Default for MembershipConfig {
 }
 
 impl MembershipConfig {
-    /// A master with default settings.
+    /// A lone master with default settings.
     pub fn master() -> Self {
         Self::default()
     }
 
-    /// A slave of the master at UDP address `master`, with default settings.
+    /// A master candidate among `peers` (the other candidates' UDP addresses).
+    pub fn candidate(peers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        Self {
+            peers: peers.into_iter().collect(),
+            ..Self::default()
+        }
+    }
+
+    /// A slave of the master at UDP address `master` (add more candidates with
+    /// [`Self::with_master`]), with default settings.
     pub fn slave(master: SocketAddr) -> Self {
         Self {
             role: SiloRole::Slave,
-            master: Some(master),
+            masters: vec![master],
             ..Self::default()
         }
     }
@@ -109,9 +143,23 @@ impl MembershipConfig {
         self
     }
 
-    /// Sets the master's UDP address.
+    /// Adds a master candidate's UDP address (a slave tries every one it is given).
     pub fn with_master(mut self, master: SocketAddr) -> Self {
-        self.master = Some(master);
+        if !self.masters.contains(&master) {
+            self.masters.push(master);
+        }
+        self
+    }
+
+    /// Sets the other master candidates' UDP addresses (for a candidate).
+    pub fn with_peers(mut self, peers: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.peers = peers.into_iter().collect();
+        self
+    }
+
+    /// Sets how candidates elect the acting master.
+    pub fn with_election(mut self, election: ElectionMode) -> Self {
+        self.election = election;
         self
     }
 
@@ -141,14 +189,18 @@ impl MembershipConfig {
 
     /// `missed_heartbeats × heartbeat_interval`: how long a peer may stay silent.
     pub fn lease(&self) -> Duration {
-        self.heartbeat_interval
-            .saturating_mul(self.missed_heartbeats)
+        self.params().lease()
+    }
+
+    /// The timings every rule of the protocol derives from these settings.
+    pub fn timing(&self) -> Timing {
+        Timing::new(self.params())
     }
 
     /// Checks the settings that [`PacketCodec`](granary_proto::packet::PacketCodec) does
     /// not check itself.
     pub(super) fn validate(&self) -> Result<(), MembershipError> {
-        if self.role == SiloRole::Slave && self.master.is_none() {
+        if self.role == SiloRole::Slave && self.masters.is_empty() {
             return Err(MembershipError::MissingMaster);
         }
         if self.heartbeat_interval < Duration::from_millis(1) {
@@ -170,6 +222,56 @@ impl MembershipConfig {
             heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis())
                 .unwrap_or(u64::MAX),
             missed_heartbeats: self.missed_heartbeats,
+        }
+    }
+}
+
+/// Every timeout of the protocol, derived from the heartbeat interval `h` and the
+/// heartbeats a peer may miss `m` (defaults 1 s and 3). The inequalities between them are
+/// what keeps one activation per grain; `README.md` ("How failover works") explains them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Timing {
+    /// `h`: slaves heartbeat the acting master this often.
+    pub heartbeat: Duration,
+    /// `m × h`: the acting master declares a slave dead after this much silence.
+    pub dead_after: Duration,
+    /// `m × h − h/2`: a slave's hosting lease, counted from when it sent the heartbeat
+    /// the master answered. Shorter than `dead_after`, so a slave has stopped running
+    /// grains before the master gives them to another.
+    pub hosting_lease: Duration,
+    /// `h/4`: how long after its lease ran out a slave still counts a store
+    /// acknowledgement (less than `dead_after − hosting_lease`).
+    pub write_grace: Duration,
+    /// `h/2`: candidates beat each other this often.
+    pub candidate_beat: Duration,
+    /// `m × h/2`: the acting master's lease, from when it sent a beat that a majority
+    /// acknowledged.
+    pub leader_lease: Duration,
+    /// `leader_lease + h/2`: a candidate that acknowledged a master (or voted) votes for
+    /// no other before this has passed, so a new master never overlaps an old one.
+    pub vote_guard: Duration,
+    /// `m × h`: after an election, grains no slave has claimed wait this long before the
+    /// new master places them (every slave not yet reporting has stopped by then).
+    pub rebuild_window: Duration,
+}
+
+impl Timing {
+    /// The timings for `params`.
+    pub fn new(params: ProtocolParams) -> Self {
+        let h = params.heartbeat_interval();
+        let m = params.missed_heartbeats.max(1);
+        let dead_after = h.saturating_mul(m);
+        let candidate_beat = h / 2;
+        let leader_lease = candidate_beat.saturating_mul(m);
+        Self {
+            heartbeat: h,
+            dead_after,
+            hosting_lease: dead_after.saturating_sub(h / 2),
+            write_grace: h / 4,
+            candidate_beat,
+            leader_lease,
+            vote_guard: leader_lease + candidate_beat,
+            rebuild_window: dead_after,
         }
     }
 }

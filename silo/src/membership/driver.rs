@@ -1,22 +1,28 @@
 //! The membership task: owns the UDP socket and the [`Protocol`], and publishes
-//! snapshots.
+//! snapshots, the acting master's leadership and a slave's hosting lease.
 //!
 //! One task does everything (receive, tick, send, publish), so the protocol state needs
-//! no lock. It stops when the `abort` token fires (at once, sending nothing) or when the
-//! `leave` token fires (after sending SHUTDOWN).
+//! no lock. After every event it persists the election state if it changed (before any
+//! packet that depends on it leaves), publishes, then sends. It stops when the `abort`
+//! token fires (at once, sending nothing) or when the `leave` token fires (after sending
+//! SHUTDOWN).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use granary_proto::packet::{AuthRejection, LoadReport, Packet, PacketCodec, PacketError, SiloId};
+use granary_proto::replica::StorePosition;
+use granary_runtime::HostingLease;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
+use super::candidate::ExternalLease;
 use super::protocol::{Outbox, Protocol};
 use super::snapshot::MembershipSnapshot;
+use super::{ElectionStore, Leadership};
 
 /// How often a throttled warning may be logged at first.
 const WARN_EVERY: Duration = Duration::from_secs(1);
@@ -69,7 +75,8 @@ impl Throttle {
 /// Everything the membership task owns.
 #[derive(Debug)]
 pub(super) struct Driver {
-    /// The bound UDP socket (dropped, and its port freed, when the task ends).
+    /// The bound UDP socket (dropped, and its port freed, when the task ends), registered
+    /// with the membership thread's runtime.
     pub(super) socket: UdpSocket,
     /// Signs/verifies and size-checks datagrams.
     pub(super) codec: PacketCodec,
@@ -87,6 +94,20 @@ pub(super) struct Driver {
     pub(super) snapshots: watch::Sender<Arc<MembershipSnapshot>>,
     /// This silo's load, read at every tick.
     pub(super) load: watch::Receiver<LoadReport>,
+    /// A candidate's store position, read before every event.
+    pub(super) position: watch::Receiver<StorePosition>,
+    /// A slave: the newest epoch whose master accepted its directory report.
+    pub(super) reported: watch::Receiver<u64>,
+    /// Shared-store mode: the lease task's verdicts.
+    pub(super) external: Option<mpsc::Receiver<ExternalLease>>,
+    /// A slave's hosting lease, renewed from the protocol after every event.
+    pub(super) hosting: Arc<HostingLease>,
+    /// Where the last published hosting lease ran until.
+    pub(super) hosting_published: Option<Instant>,
+    /// Where a candidate persists its election state.
+    pub(super) election: Arc<dyn ElectionStore>,
+    /// This candidate's leadership, published after every event.
+    pub(super) leadership: watch::Sender<Leadership>,
     /// Fired once when the master says SHUTDOWN.
     pub(super) shutdown_requested: CancellationToken,
     /// Throttles "dropped a bad datagram" warnings.
@@ -112,24 +133,23 @@ impl Driver {
         let mut interval = self.protocol.tick_interval();
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut external = self.external.take();
         loop {
-            let mut tick = false;
+            self.sync_inputs();
             tokio::select! {
                 biased;
                 () = abort.cancelled() => return,
                 () = leave.cancelled() => {
                     let mut out = Outbox::new();
-                    self.protocol.on_leave(&mut out);
-                    self.publish(true);
-                    self.send_all(out).await;
+                    self.protocol.on_leave(Instant::now(), &mut out);
+                    self.finish(out, true).await;
                     return;
                 }
                 () = announce.cancelled(), if !announced => {
                     announced = true;
                     let mut out = Outbox::new();
-                    self.protocol.on_leave(&mut out);
-                    self.publish(true);
-                    self.send_all(out).await;
+                    self.protocol.on_leave(Instant::now(), &mut out);
+                    self.finish(out, true).await;
                 }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, src)) => self.on_datagram(&buf[..len], src).await,
@@ -141,20 +161,23 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                Some(lease) = async { match external.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    let mut out = Outbox::new();
+                    self.protocol.on_external(Instant::now(), lease, &mut out);
+                    self.finish(out, false).await;
+                }
                 _ = ticker.tick() => {
-                    tick = true;
                     let load = *self.load.borrow();
                     let mut out = Outbox::new();
                     if announced {
                         // Repeat SHUTDOWN to whoever has not left yet (datagrams get lost).
-                        self.protocol.on_leave(&mut out);
+                        self.protocol.on_leave(Instant::now(), &mut out);
                     } else {
                         self.protocol.on_tick(Instant::now(), load, &mut out);
                     }
-                    self.send_all(out).await;
+                    self.finish(out, true).await;
                 }
             }
-            self.publish(tick);
             if self.protocol.shutdown_requested() && !self.shutdown_requested.is_cancelled() {
                 self.shutdown_requested.cancel();
             }
@@ -166,6 +189,35 @@ impl Driver {
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
         }
+    }
+
+    /// Feeds the inputs other parts of the silo own into the protocol.
+    fn sync_inputs(&mut self) {
+        let position = *self.position.borrow_and_update();
+        self.protocol.set_position(position);
+        let reported = *self.reported.borrow_and_update();
+        self.protocol.set_reported(reported);
+    }
+
+    /// After an event: persist the election state if it changed (the packets depend on
+    /// it), publish what changed, then send.
+    async fn finish(&mut self, mut out: Outbox, tick: bool) {
+        if let Some(state) = self.protocol.take_persist() {
+            let store = self.election.clone();
+            let saved = tokio::task::spawn_blocking(move || store.save(&state))
+                .await
+                .unwrap_or_else(|e| Err(format!("the save task failed: {e}")));
+            if let Err(e) = saved {
+                // Never send a vote or a claim we could not make durable.
+                tracing::error!(
+                    "cannot persist the election state ({e}); not sending {} packet(s)",
+                    out.len()
+                );
+                out.clear();
+            }
+        }
+        self.publish(tick);
+        self.send_all(out).await;
     }
 
     /// Verifies and handles one datagram; bad ones are logged (throttled) and dropped.
@@ -193,7 +245,7 @@ impl Driver {
         tracing::trace!(%src, from = %packet.from, seq = packet.seq, kind = packet.body.name(), "received");
         let mut out = Outbox::new();
         self.protocol.on_packet(now, src, packet, &mut out);
-        self.send_all(out).await;
+        self.finish(out, false).await;
     }
 
     /// Tells `src` why its packet was refused (at most every [`REJECT_EVERY`]).
@@ -215,16 +267,42 @@ impl Driver {
     /// version and wakes watchers; a load-only change is written silently, and only on
     /// ticks (`tick`), so heartbeats do not churn snapshots.
     fn publish(&mut self, tick: bool) {
+        let now = Instant::now();
+        if self.protocol.is_slave() {
+            let until = self.protocol.hosting_until();
+            if until != self.hosting_published {
+                self.hosting_published = until;
+                match until {
+                    Some(until) => self.hosting.renew_until(until),
+                    None => self.hosting.revoke(),
+                }
+            }
+        }
+        let leadership = match self.protocol.leadership() {
+            Some((epoch, until)) => Leadership {
+                epoch,
+                until: Some(until),
+            },
+            None => Leadership {
+                epoch: self.leadership.borrow().epoch,
+                until: None,
+            },
+        };
+        self.leadership.send_if_modified(|current| {
+            let changed = *current != leadership;
+            *current = leadership;
+            changed
+        });
         let dirty = self.protocol.take_dirty();
         self.load_pending |= dirty.load;
         if dirty.membership {
             self.version += 1;
             self.load_pending = false;
-            let snapshot = Arc::new(self.protocol.snapshot(self.version));
+            let snapshot = Arc::new(self.protocol.snapshot(self.version, now));
             self.snapshots.send_replace(snapshot);
         } else if tick && self.load_pending {
             self.load_pending = false;
-            let snapshot = Arc::new(self.protocol.snapshot(self.version));
+            let snapshot = Arc::new(self.protocol.snapshot(self.version, now));
             self.snapshots.send_if_modified(|current| {
                 *current = snapshot;
                 false

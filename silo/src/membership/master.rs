@@ -1,9 +1,11 @@
-//! The master's side of the protocol, as a pure state machine (no I/O, no clock).
+//! The acting master's side of the slave protocol, as a pure state machine (no I/O, no
+//! clock).
 //!
-//! The master admits slaves (HANDSHAKE → WELCOME), announces every change to the other
-//! slaves (SLAVE_CONNECT / SLAVE_DISCONNECT, one per change, each numbered with the
-//! master's `view`), heartbeats every active slave, and declares a slave dead when it
-//! has been silent for longer than the lease.
+//! While a candidate acts as master (for one epoch), it admits slaves (HANDSHAKE →
+//! WELCOME), answers every slave HEARTBEAT with one of its own that renews the slave's
+//! hosting lease, announces every change to the other slaves (SLAVE_CONNECT /
+//! SLAVE_DISCONNECT, one per change, each numbered with the master's `view`), and
+//! declares a slave dead when it has been silent for longer than `dead_after`.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -12,40 +14,53 @@ use granary_proto::packet::{
     DepartureReason, LoadReport, Packet, PacketBody, ProtocolParams, SiloId,
 };
 
+use super::config::Timing;
 use super::protocol::Outbox;
-use super::snapshot::{MemberStatus, MembershipSnapshot};
+use super::snapshot::MemberStatus;
 use super::table::Table;
 
-/// The master's state.
+/// The acting master's state for one epoch.
 #[derive(Debug)]
 pub(super) struct Master {
     /// This silo.
     me: SiloId,
+    /// The epoch this master acts for; stamped on WELCOME and HEARTBEAT.
+    epoch: u64,
     /// Every slave (and this silo), with tombstones.
     pub(super) table: Table,
     /// The timing handed to slaves in WELCOME; also the master's own.
     params: ProtocolParams,
+    /// No standby candidates: a graceful leave shuts the whole cluster down.
+    lone: bool,
     /// Membership version on the wire: +1 per announced change.
     view: u64,
 }
 
 impl Master {
-    /// A master with no slaves yet.
-    pub(super) fn new(me: SiloId, params: ProtocolParams, now: Instant) -> Self {
+    /// A master for `epoch` with no slaves yet.
+    pub(super) fn new(
+        me: SiloId,
+        epoch: u64,
+        params: ProtocolParams,
+        lone: bool,
+        now: Instant,
+    ) -> Self {
         Self {
             me,
+            epoch,
             table: Table::new(me, true, now),
             params,
+            lone,
             view: 1,
         }
     }
 
-    /// The master's timing parameters.
-    pub(super) fn params(&self) -> ProtocolParams {
-        self.params
+    /// The epoch this master acts for.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
-    /// Handles one authenticated packet from `src`.
+    /// Handles one authenticated packet from a slave at `src`.
     pub(super) fn on_packet(
         &mut self,
         now: Instant,
@@ -63,20 +78,43 @@ impl Master {
         }
         match body {
             PacketBody::Handshake => self.on_handshake(now, src, from, seq, out),
-            PacketBody::Heartbeat { load, view } => {
+            PacketBody::Heartbeat {
+                epoch,
+                load,
+                view,
+                ack,
+            } => {
                 let Some(entry) = self.table.active_mut(&from) else {
-                    // Dead, departed, or from before a master restart: fence and rejoin.
-                    tracing::debug!(%from, %src, "heartbeat from a non-member; asking it to rejoin");
-                    out.push((src, PacketBody::Rejoin));
+                    if epoch != 0 && epoch < self.epoch {
+                        // A slave of an earlier master: admit it; it reports its grains
+                        // to this master and keeps them.
+                        self.on_handshake(now, src, from, seq, out);
+                    } else {
+                        // Declared dead (or departed) under this master: its grains may
+                        // live elsewhere now. It must drop them and join again.
+                        tracing::debug!(%from, %src, "heartbeat from a non-member; asking it to rejoin");
+                        out.push((src, PacketBody::Rejoin));
+                    }
                     return;
                 };
                 entry.last_heard = now;
                 entry.addr = src;
                 self.table.set_load(&from, load);
-                if view < self.view {
-                    // It missed a SLAVE_CONNECT/DISCONNECT: resend the whole list.
+                if view < self.view || epoch != self.epoch {
+                    // It missed a SLAVE_CONNECT/DISCONNECT, or the WELCOME of this epoch:
+                    // resend the whole list (with the epoch).
                     out.push((src, self.welcome()));
                 }
+                // The answer renews the slave's lease from when it sent `ack`.
+                out.push((
+                    src,
+                    PacketBody::Heartbeat {
+                        epoch: self.epoch,
+                        load: self.my_load(),
+                        view: self.view,
+                        ack,
+                    },
+                ));
             }
             PacketBody::Shutdown => {
                 if self.table.is_active(&from) {
@@ -88,6 +126,13 @@ impl Master {
                 tracing::debug!(%from, kind = other.name(), "master ignores this packet kind");
             }
         }
+    }
+
+    fn my_load(&self) -> LoadReport {
+        self.table
+            .get(&self.me)
+            .map(|e| e.info.load)
+            .unwrap_or_default()
     }
 
     /// HANDSHAKE: admit `from`, or resend the WELCOME if it is already a member.
@@ -178,48 +223,42 @@ impl Master {
     /// The WELCOME for a (re)joining slave.
     fn welcome(&self) -> PacketBody {
         PacketBody::Welcome {
+            epoch: self.epoch,
             view: self.view,
             params: self.params,
             members: self.table.wire_members(),
         }
     }
 
-    /// Once per heartbeat interval: declare silent slaves dead, then heartbeat the rest.
+    /// Every candidate tick: record this silo's load and declare silent slaves dead.
+    /// (Slaves are heartbeated in answer to their own heartbeats.)
     pub(super) fn on_tick(&mut self, now: Instant, load: LoadReport, out: &mut Outbox) {
         self.table.set_load(&self.me, load);
-        let lease = self.params.lease();
+        let dead_after = Timing::new(self.params).dead_after;
         let expired: Vec<SiloId> = self
             .table
             .active_peers()
-            .filter(|e| now.saturating_duration_since(e.last_heard) > lease)
+            .filter(|e| now.saturating_duration_since(e.last_heard) > dead_after)
             .map(|e| e.info.id)
             .collect();
         for id in expired {
             tracing::warn!(
                 "slave {id} declared dead: no heartbeat for {}",
-                humantime::format_duration(lease)
+                humantime::format_duration(dead_after)
             );
             self.remove(&id, DepartureReason::Dead, out);
         }
-        let heartbeat = PacketBody::Heartbeat {
-            load,
-            view: self.view,
-        };
-        for peer in self.table.active_peers() {
-            out.push((peer.addr, heartbeat.clone()));
-        }
     }
 
-    /// Graceful leave: tell every slave to shut down.
+    /// Graceful leave. A lone master tells every slave to shut down (the cluster stops
+    /// with it); a master with standbys just stops acting, and the slaves find the next
+    /// acting master.
     pub(super) fn on_leave(&mut self, out: &mut Outbox) {
         self.table.set_my_status(MemberStatus::ShuttingDown);
-        for peer in self.table.active_peers() {
-            out.push((peer.addr, PacketBody::Shutdown));
+        if self.lone {
+            for peer in self.table.active_peers() {
+                out.push((peer.addr, PacketBody::Shutdown));
+            }
         }
-    }
-
-    /// The master's snapshot.
-    pub(super) fn snapshot(&self, version: u64) -> MembershipSnapshot {
-        self.table.snapshot(version, Some(self.me), true)
     }
 }

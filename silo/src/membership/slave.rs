@@ -1,21 +1,35 @@
 //! A slave's side of the protocol, as a pure state machine (no I/O, no clock).
 //!
-//! States:
-//! ```text
-//!            WELCOME                 lease runs out / REJOIN / master SHUTDOWN
-//! handshaking ──────────▶ joined ──────────────────────────────────────────▶ handshaking
-//!   (HANDSHAKE every tick)   (HEARTBEAT every tick)
-//! ```
-//! `master_reachable` in the snapshot is exactly "joined". A slave that is not joined
-//! must fence itself; it keeps sending HANDSHAKE every heartbeat interval, and the next
-//! WELCOME (from the same master, or a restarted one) joins it again.
+//! A slave knows the master candidates' addresses. It sends HANDSHAKE to all of them
+//! until the acting master answers WELCOME (standbys answer NOT_LEADER, naming the master
+//! they follow), then heartbeats that master every interval.
 //!
-//! After a REJOIN the slave keeps its [`SiloId`]: the master treats the HANDSHAKE as a
-//! re-join of a member it had dropped (a fresh SLAVE_CONNECT to the others). That is
-//! safe because the slave fences itself as soon as it is not joined, so nothing it
-//! hosted survives into the new membership.
+//! # The hosting lease
+//! Each HEARTBEAT carries a number; the master answers it with a HEARTBEAT echoing the
+//! number in `ack`, and the slave's hosting lease then runs for `hosting_lease` from when
+//! it *sent* that heartbeat (not from when the answer arrived: a delayed answer never
+//! stretches the lease). The master declares a slave dead only after `dead_after` of
+//! silence, which is longer, so a slave cut off from its master has stopped running
+//! grains before the master gives them to another.
+//!
+//! ```text
+//!            lease renewed                     lease runs out
+//!  Serving ◀──────────────── Suspended ◀─────────────────────── Serving
+//!     │      (after the new master          (grains wait: no turn, no write;
+//!     │       accepted our report)           HANDSHAKE to every candidate)
+//!     └─ REJOIN, or every candidate silent for 2 × dead_after ──▶ Fenced (grains dropped)
+//! ```
+//!
+//! After every *admission* — welcomed by a new master (or one of a newer epoch), welcomed
+//! again after losing its master, or fenced — the slave must report its grains (none,
+//! after fencing) before the master's answers renew its lease. The admission number is
+//! in the snapshot; the cluster layer sends the report over TCP and tells the state
+//! machine with [`Slave::set_reported`]. The directory keeps a reported grain only if it
+//! already lives on this slave, or while a new master's rebuild window is open, so a
+//! slave that was declared dead while it waited drops grains that may have moved. Packets
+//! from a master of an older epoch than one the slave knows are ignored.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -24,149 +38,125 @@ use granary_proto::packet::{
     WireMember,
 };
 
+use super::config::Timing;
 use super::protocol::Outbox;
-use super::snapshot::{MemberStatus, MembershipSnapshot};
+use super::snapshot::{Hosting, MemberStatus, MembershipSnapshot};
 use super::table::Table;
+
+mod unjoined;
+
+use unjoined::Unjoined;
+
+/// Heartbeats remembered for matching the master's answers.
+const SENT_MEMORY: usize = 64;
+/// Addresses learned from NOT_LEADER hints, beyond the configured candidates.
+const MAX_HINTS: usize = 8;
 
 /// A slave's state.
 #[derive(Debug)]
 pub(super) struct Slave {
     /// This silo.
     me: SiloId,
-    /// The configured UDP address of the master; all packets go there, and only packets
-    /// from there are believed.
-    master_addr: SocketAddr,
+    /// The configured candidates' UDP addresses.
+    configured: Vec<SocketAddr>,
+    /// Addresses of acting masters named by standbys, not configured.
+    hints: Vec<SocketAddr>,
     /// Members as learned from WELCOME / SLAVE_CONNECT / SLAVE_DISCONNECT.
     pub(super) table: Table,
     /// Heartbeat timing: this silo's own until the first WELCOME, then the master's.
     params: ProtocolParams,
-    /// The master that welcomed us last (kept while unreachable).
+    /// The acting master followed (kept while unreachable).
     master: Option<SiloId>,
-    /// Joined to `master` (WELCOME received, lease not expired, no REJOIN since).
+    /// Where it answered from.
+    master_addr: Option<SocketAddr>,
+    /// The newest leadership epoch known.
+    epoch: u64,
+    /// Welcomed by `master`, and neither told to rejoin nor silent for `dead_after`.
     joined: bool,
     /// The master's membership view we applied last.
     applied_view: u64,
     /// When an authenticated packet from `master` last arrived.
     last_heard: Instant,
+    /// When any candidate last said anything.
+    last_contact: Instant,
     /// Highest sequence number accepted from `master`.
     master_seq: u64,
     /// The master said SHUTDOWN: this silo should shut down.
     shutdown_requested: bool,
     /// Why we are not joined, reported once per back-off step.
     unjoined: Unjoined,
-}
-
-/// The longest a slave stays quiet about not reaching its master.
-const REPORT_MAX: Duration = Duration::from_secs(60);
-
-/// While a slave is not joined: what it reports, and when. The first line comes after
-/// two unanswered HANDSHAKEs (or at the next tick when the master rejects our cluster
-/// key), then after silences of 4, 8, 16 … heartbeat intervals, up to [`REPORT_MAX`]:
-/// one line per back-off step.
-#[derive(Debug)]
-struct Unjoined {
-    /// When the slave started handshaking.
-    since: Instant,
-    /// HANDSHAKEs sent since.
-    handshakes: u32,
-    /// When the next line is due.
-    next_report: Instant,
-    /// The silence after that line.
-    every: Duration,
-    /// Lines reported since `since`.
-    reports: u32,
-    /// The master's last auth rejection, if any.
-    rejected: Option<AuthRejection>,
-}
-
-impl Unjoined {
-    fn new(now: Instant, interval: Duration) -> Self {
-        let first = interval * 2;
-        Self {
-            since: now,
-            handshakes: 0,
-            next_report: now + first,
-            every: first,
-            reports: 0,
-            rejected: None,
-        }
-    }
+    /// Number of the next heartbeat.
+    next_heartbeat: u64,
+    /// Recent heartbeats: number and when it was sent.
+    sent: VecDeque<(u64, Instant)>,
+    /// When the hosting lease runs out (`None`: not held).
+    lease_until: Option<Instant>,
+    /// Admissions so far (see the module docs); a report is owed for the last one.
+    admission: u64,
+    /// The newest admission whose report the master accepted.
+    reported: u64,
+    /// Grains must be dropped; cleared once the cluster layer reported an empty silo.
+    fenced: bool,
+    /// Hosting state as of the last event or tick (what snapshots show).
+    hosting: Hosting,
 }
 
 impl Slave {
-    /// A slave that has not joined yet.
+    /// A slave that has not joined yet, knowing the candidates at `masters`.
     pub(super) fn new(
         me: SiloId,
-        master_addr: SocketAddr,
+        masters: Vec<SocketAddr>,
         params: ProtocolParams,
         now: Instant,
     ) -> Self {
         Self {
             me,
-            master_addr,
+            configured: masters,
+            hints: Vec::new(),
             table: Table::new(me, false, now),
             params,
             master: None,
+            master_addr: None,
+            epoch: 0,
             joined: false,
             applied_view: 0,
             last_heard: now,
+            last_contact: now,
             master_seq: 0,
             shutdown_requested: false,
             unjoined: Unjoined::new(now, params.heartbeat_interval()),
+            next_heartbeat: 1,
+            sent: VecDeque::with_capacity(SENT_MEMORY),
+            lease_until: None,
+            admission: 0,
+            reported: 0,
+            fenced: false,
+            hosting: Hosting::Suspended,
         }
+    }
+
+    fn timing(&self) -> Timing {
+        Timing::new(self.params)
     }
 
     /// Lines reported since the slave last started handshaking.
     #[cfg(test)]
     pub(super) fn unjoined_reports(&self) -> u32 {
-        self.unjoined.reports
+        self.unjoined.reports()
     }
 
-    /// The master refused a packet of ours for its cluster key.
+    /// True for a packet from a candidate this slave listens to.
+    fn is_candidate_packet(&self, src: SocketAddr, from: &SiloId) -> bool {
+        let known = |a: &SocketAddr| self.configured.contains(a) || self.hints.contains(a);
+        known(&src) || known(&from.udp) || self.master == Some(*from)
+    }
+
+    /// A candidate refused a packet of ours for its cluster key.
     pub(super) fn on_rejected(&mut self, now: Instant, src: SocketAddr, reason: AuthRejection) {
-        if src != self.master_addr || self.joined {
+        if self.joined || !(self.configured.contains(&src) || self.hints.contains(&src)) {
             return;
         }
-        if self.unjoined.rejected.is_none() && self.unjoined.reports == 0 {
-            // A wrong key is certain at once: say so on the next tick.
-            self.unjoined.next_report = now;
-        }
-        self.unjoined.rejected = Some(reason);
-    }
-
-    /// One line saying why this slave is not joined, once per back-off step.
-    fn report_unjoined(&mut self, now: Instant) {
-        let u = &mut self.unjoined;
-        u.handshakes += 1;
-        if now < u.next_report {
-            return;
-        }
-        let addr = self.master_addr;
-        let waited = humantime::format_duration(Duration::from_secs(
-            now.saturating_duration_since(u.since).as_secs(),
-        ));
-        match u.rejected {
-            Some(AuthRejection::WrongKey) => tracing::warn!(
-                "wrong cluster key: the master at {addr} rejects this silo's packets; \
-                 give every silo and client the same --cluster-key (GRANARY_CLUSTER_KEY)"
-            ),
-            Some(AuthRejection::KeyRequired) => tracing::warn!(
-                "the master at {addr} requires a cluster key and this silo has none: \
-                 pass --cluster-key (GRANARY_CLUSTER_KEY)"
-            ),
-            Some(AuthRejection::NoKeyExpected) => tracing::warn!(
-                "this silo has a cluster key but the master at {addr} has none: \
-                 give both the same --cluster-key, or neither"
-            ),
-            None => tracing::warn!(
-                "cannot reach the master at {addr}: no answer to {} HANDSHAKE(s) in {waited}; \
-                 check that it runs and that --master names its --udp address (still trying)",
-                u.handshakes
-            ),
-        }
-        u.reports += 1;
-        u.every = (u.every * 2).min(REPORT_MAX);
-        u.next_report = now + u.every;
+        self.unjoined.rejected(now, reason);
     }
 
     /// Current timing (the master's once welcomed).
@@ -179,6 +169,35 @@ impl Slave {
         self.shutdown_requested
     }
 
+    /// When the hosting lease runs out; `None` when it is not held (or the slave is
+    /// fenced).
+    pub(super) fn hosting_until(&self) -> Option<Instant> {
+        if self.fenced {
+            None
+        } else {
+            self.lease_until
+        }
+    }
+
+    /// The cluster layer's report of this silo's grains (none, after fencing) for
+    /// admission `admission` was accepted: the master's answers may renew the lease now.
+    pub(super) fn set_reported(&mut self, admission: u64) {
+        if admission > self.reported {
+            self.reported = admission;
+        }
+        if self.fenced && self.reported >= self.admission {
+            tracing::info!("rejoined with an empty silo after fencing");
+            self.fenced = false;
+            self.table.dirty.membership = true;
+        }
+    }
+
+    /// A report is owed: no renewal until it is accepted.
+    fn admit(&mut self) {
+        self.admission += 1;
+        self.table.dirty.membership = true;
+    }
+
     /// Handles one authenticated packet from `src`.
     pub(super) fn on_packet(
         &mut self,
@@ -188,42 +207,59 @@ impl Slave {
         out: &mut Outbox,
     ) {
         let Packet { from, seq, body } = packet;
-        if src != self.master_addr && from.udp != self.master_addr {
-            tracing::debug!(%from, %src, kind = body.name(), "slave ignores packets from non-masters");
+        if !self.is_candidate_packet(src, &from) {
+            tracing::debug!(%from, %src, kind = body.name(), "slave ignores packets from non-candidates");
             return;
         }
-        match self.master {
-            Some(current) if from == current => {
-                if seq <= self.master_seq {
-                    tracing::debug!(%from, seq, kind = body.name(), "dropping replayed or reordered packet");
-                    return;
-                }
-                self.master_seq = seq;
-                self.last_heard = now;
-            }
-            Some(current) if from.generation < current.generation => {
-                tracing::debug!(%from, %current, "dropping packet from an older master generation");
+        self.last_contact = now;
+        if self.master == Some(from) {
+            if seq <= self.master_seq {
+                tracing::debug!(%from, seq, kind = body.name(), "dropping replayed or reordered packet");
                 return;
             }
-            // Not (yet) our master: only a WELCOME or a REJOIN means anything.
-            _ if !matches!(body, PacketBody::Welcome { .. } | PacketBody::Rejoin) => {
-                tracing::debug!(%from, kind = body.name(), "ignoring packet from a master we have not joined");
-                return;
-            }
-            _ => {}
+            self.master_seq = seq;
+            self.last_heard = now;
+        } else if !matches!(
+            body,
+            PacketBody::Welcome { .. } | PacketBody::NotLeader { .. }
+        ) {
+            // Not our master: only a WELCOME or a hint means anything.
+            tracing::debug!(%from, kind = body.name(), "ignoring packet from a master we have not joined");
+            return;
         }
         match body {
             PacketBody::Welcome {
+                epoch,
                 view,
                 params,
                 members,
-            } => self.on_welcome(now, from, seq, view, params, members),
-            PacketBody::Rejoin => {
-                tracing::warn!("the master at {} does not know this silo (it restarted, or declared us dead): fencing and re-joining", self.master_addr);
-                self.unjoin(now);
-                out.push((self.master_addr, PacketBody::Handshake));
+            } => self.on_welcome(now, src, from, seq, epoch, view, params, members),
+            PacketBody::NotLeader { epoch, leader } => {
+                if let Some(leader) = leader.filter(|_| epoch >= self.epoch) {
+                    let addr = leader.udp;
+                    if !self.configured.contains(&addr)
+                        && !self.hints.contains(&addr)
+                        && self.hints.len() < MAX_HINTS
+                    {
+                        tracing::info!("the candidate at {src} names {leader} as the acting master (epoch {epoch})");
+                        self.hints.push(addr);
+                    }
+                }
             }
-            PacketBody::Heartbeat { load, .. } => self.table.set_load(&from, load),
+            PacketBody::Rejoin => {
+                tracing::warn!("the acting master {from} does not count this silo as a member (it declared it dead, or restarted): dropping this silo's grains and joining again");
+                self.fence(now);
+                self.unjoin(now);
+                if let Some(addr) = self.master_addr {
+                    out.push((addr, PacketBody::Handshake));
+                }
+            }
+            PacketBody::Heartbeat {
+                epoch, load, ack, ..
+            } if epoch == self.epoch => {
+                self.table.set_load(&from, load);
+                self.renew(ack);
+            }
             PacketBody::SlaveConnect { member, view } => {
                 if member == self.me {
                 } else if self.joined && view <= self.applied_view {
@@ -240,23 +276,48 @@ impl Slave {
                 member,
                 reason,
                 view,
-            } => {
-                if self.next_view(view) && member != self.me {
-                    let status = match reason {
-                        DepartureReason::Left => MemberStatus::ShuttingDown,
-                        DepartureReason::Dead => MemberStatus::Dead,
-                    };
-                    self.table.depart(&member, status);
-                }
+            } if self.next_view(view) && member != self.me => {
+                let status = match reason {
+                    DepartureReason::Left => MemberStatus::ShuttingDown,
+                    DepartureReason::Dead => MemberStatus::Dead,
+                };
+                self.table.depart(&member, status);
             }
-            PacketBody::Shutdown => {
+            // Stay joined: the master answers our heartbeats (renewing the lease) while
+            // this silo saves its grains and leaves.
+            PacketBody::Shutdown if !self.shutdown_requested => {
                 tracing::info!("the master {from} is shutting the cluster down");
                 self.table.depart(&from, MemberStatus::ShuttingDown);
-                self.unjoin(now);
                 self.shutdown_requested = true;
             }
-            PacketBody::Handshake => {}
+            _ => {}
         }
+        self.refresh_hosting(now);
+    }
+
+    /// Extends the lease from when heartbeat `ack` was sent, if the master may renew it.
+    fn renew(&mut self, ack: u64) {
+        if self.reported < self.admission || self.fenced {
+            return;
+        }
+        let Some(&(_, sent)) = self.sent.iter().find(|(n, _)| *n == ack) else {
+            return;
+        };
+        let until = sent + self.timing().hosting_lease;
+        if self.lease_until.is_none_or(|current| until > current) {
+            self.lease_until = Some(until);
+        }
+    }
+
+    /// Drops the lease and asks the cluster layer to drop every grain; a report of the
+    /// emptied silo clears it.
+    fn fence(&mut self, now: Instant) {
+        if !self.fenced {
+            self.fenced = true;
+            self.lease_until = None;
+            self.admit();
+        }
+        self.refresh_hosting(now);
     }
 
     /// True when `view` is exactly the next master view (then it is applied). A gap is
@@ -275,24 +336,45 @@ impl Slave {
         true
     }
 
-    /// WELCOME: adopt the master, its parameters and its member list.
+    /// WELCOME: adopt the master (of this or a newer epoch), its parameters and members.
+    #[allow(clippy::too_many_arguments)]
     fn on_welcome(
         &mut self,
         now: Instant,
+        src: SocketAddr,
         from: SiloId,
         seq: u64,
+        epoch: u64,
         view: u64,
         params: ProtocolParams,
         members: Vec<WireMember>,
     ) {
-        if let Some(old) = self.master.filter(|old| *old != from) {
-            tracing::info!("the master restarted: {old} is now {from}");
-            self.table.depart(&old, MemberStatus::Dead);
+        if epoch < self.epoch {
+            tracing::debug!(%from, epoch, known = self.epoch, "ignoring a WELCOME from an older epoch");
+            return;
         }
+        let newcomer = self.master != Some(from) || epoch != self.epoch || !self.joined;
         if self.master != Some(from) {
+            match self.master {
+                Some(old) => {
+                    tracing::info!("following the acting master {from} (epoch {epoch}; was {old})");
+                    self.table.depart(&old, MemberStatus::Dead);
+                }
+                None => tracing::debug!("following the acting master {from} (epoch {epoch})"),
+            }
             self.master = Some(from);
             self.table.dirty.membership = true;
         }
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.table.dirty.membership = true;
+        }
+        if newcomer {
+            // A new master, or this one again after we lost it (it may have declared us
+            // dead meanwhile): report what we host before serving it.
+            self.admit();
+        }
+        self.master_addr = Some(src);
         self.master_seq = seq;
         self.last_heard = now;
         if params.heartbeat_interval_ms > 0 && params.missed_heartbeats > 0 {
@@ -311,7 +393,7 @@ impl Slave {
                 self.table.depart(&gone, MemberStatus::Dead);
             }
         }
-        self.table.activate(from, self.master_addr, now, true);
+        self.table.activate(from, src, now, true);
         for m in members.iter().filter(|m| m.id != self.me) {
             self.table.activate(m.id, m.id.udp, now, m.id == from);
             self.table.set_load(&m.id, m.load);
@@ -323,7 +405,7 @@ impl Slave {
         }
     }
 
-    /// Leaves the joined state (fence), keeping the known members.
+    /// Leaves the joined state, keeping the known members.
     fn unjoin(&mut self, now: Instant) {
         if self.joined {
             self.joined = false;
@@ -332,37 +414,99 @@ impl Slave {
         }
     }
 
-    /// Once per heartbeat interval: check the master's lease, then HEARTBEAT (joined) or
-    /// HANDSHAKE (not joined) to the master.
+    /// Recomputes the hosting state; a change is a membership change for watchers.
+    fn refresh_hosting(&mut self, now: Instant) {
+        let hosting = if self.fenced {
+            Hosting::Fenced
+        } else if self.lease_until.is_some_and(|until| now < until) {
+            Hosting::Serving
+        } else {
+            Hosting::Suspended
+        };
+        if hosting != self.hosting {
+            self.hosting = hosting;
+            self.table.dirty.membership = true;
+        }
+    }
+
+    /// Every heartbeat interval: check the leases, then HEARTBEAT the master (joined) and
+    /// HANDSHAKE every other candidate while the hosting lease is not held.
     pub(super) fn on_tick(&mut self, now: Instant, load: LoadReport, out: &mut Outbox) {
         self.table.set_load(&self.me, load);
-        let lease = self.lease();
-        if self.joined && now.saturating_duration_since(self.last_heard) > lease {
+        let timing = self.timing();
+        let serving = self.lease_until.is_some_and(|until| now < until);
+        if self.hosting == Hosting::Serving && !serving {
+            match self.master_addr {
+                Some(addr) => tracing::warn!(
+                    "hosting lease ran out: no answer from the acting master at {addr} for {}; \
+                     this silo's grains wait (no turn, no write) until a master renews it",
+                    humantime::format_duration(timing.hosting_lease)
+                ),
+                None => tracing::warn!("hosting lease ran out; this silo's grains wait"),
+            }
+        }
+        let fence_after = timing.dead_after * 2;
+        if !serving
+            && !self.fenced
+            && now.saturating_duration_since(self.last_contact) > fence_after
+            && self.lease_until.is_some()
+        {
             tracing::warn!(
-                "lost the master at {}: silent for {}; fencing (this silo's grains are \
-                 deactivated) until it answers again",
-                self.master_addr,
-                humantime::format_duration(lease)
+                "every master candidate has been silent for {}: dropping this silo's grains \
+                 (fenced) until a master accepts it again",
+                humantime::format_duration(fence_after)
             );
+            self.fence(now);
+        }
+        if self.joined && now.saturating_duration_since(self.last_heard) > timing.dead_after {
+            if let Some(addr) = self.master_addr {
+                tracing::warn!(
+                    "lost the acting master at {addr}: silent for {}; looking for the acting master among the candidates",
+                    humantime::format_duration(timing.dead_after)
+                );
+            }
             self.unjoin(now);
         }
         if !self.joined {
-            self.report_unjoined(now);
+            let targets = self.targets();
+            self.unjoined.tick(now, &targets);
         }
-        let body = if self.joined {
-            PacketBody::Heartbeat {
-                load,
-                view: self.applied_view,
+        if let (true, Some(addr)) = (self.joined, self.master_addr) {
+            let number = self.next_heartbeat;
+            self.next_heartbeat += 1;
+            if self.sent.len() == SENT_MEMORY {
+                self.sent.pop_front();
             }
-        } else {
-            PacketBody::Handshake
-        };
-        out.push((self.master_addr, body));
+            self.sent.push_back((number, now));
+            out.push((
+                addr,
+                PacketBody::Heartbeat {
+                    epoch: self.epoch,
+                    load,
+                    view: self.applied_view,
+                    ack: number,
+                },
+            ));
+        }
+        // The master has missed an answer or two: look for a newer one already, so a
+        // failover completes before the lease runs out.
+        let master_quiet = !self.joined
+            || now.saturating_duration_since(self.last_heard) > timing.heartbeat * 3 / 2;
+        if !serving || master_quiet {
+            for addr in self.targets() {
+                if !(self.joined && Some(addr) == self.master_addr) {
+                    out.push((addr, PacketBody::Handshake));
+                }
+            }
+        }
+        self.refresh_hosting(now);
     }
 
-    /// How long the master may stay silent.
-    fn lease(&self) -> Duration {
-        self.params.lease()
+    /// Every candidate address this slave knows, configured ones first.
+    fn targets(&self) -> Vec<SocketAddr> {
+        let mut all = self.configured.clone();
+        all.extend(self.hints.iter().copied());
+        all
     }
 
     /// Graceful leave: tell the master.
@@ -370,11 +514,20 @@ impl Slave {
         self.table.set_my_status(MemberStatus::ShuttingDown);
         self.joined = false;
         self.table.dirty.membership = true;
-        out.push((self.master_addr, PacketBody::Shutdown));
+        if let Some(addr) = self.master_addr {
+            out.push((addr, PacketBody::Shutdown));
+        }
     }
 
     /// The slave's snapshot.
     pub(super) fn snapshot(&self, version: u64) -> MembershipSnapshot {
-        self.table.snapshot(version, self.master, self.joined)
+        let mut snapshot = self
+            .table
+            .snapshot(version, self.master, self.epoch, self.hosting);
+        snapshot.admission = self.admission;
+        snapshot
     }
 }
+
+/// How long `report` lines may be apart at most (see [`unjoined`]).
+pub(super) const REPORT_MAX: Duration = Duration::from_secs(60);

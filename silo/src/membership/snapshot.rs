@@ -27,8 +27,27 @@ pub struct MemberInfo {
     /// Its last reported load. On the master this is every slave's latest heartbeat; on
     /// a slave, other slaves' loads are only as fresh as the last WELCOME.
     pub load: LoadReport,
-    /// True for the master.
+    /// True for the acting master.
     pub is_master: bool,
+    /// True for master candidates (the acting master and the standbys): they host no
+    /// grains. Candidates appear in the snapshots of candidates only.
+    pub is_candidate: bool,
+}
+
+/// Whether a slave may run grains right now.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Hosting {
+    /// Joined to the acting master, with a valid hosting lease: grains run.
+    Serving,
+    /// The lease ran out (the master died or is unreachable, or a new master has not
+    /// accepted this slave's report yet): grains stay in memory but run no turn and
+    /// write nothing until the lease is renewed. Calls to them wait.
+    #[default]
+    Suspended,
+    /// The acting master does not count this slave as a member any more, or every
+    /// candidate has been silent for a lease: its grains are dropped (without writing)
+    /// and it joins again as a newcomer.
+    Fenced,
 }
 
 /// A versioned, immutable view of the cluster, published through a
@@ -49,14 +68,23 @@ pub struct MembershipSnapshot {
     pub version: u64,
     /// This silo.
     pub me: SiloId,
-    /// The master this silo follows (itself on the master); `None` on a slave that has
-    /// not been welcomed yet.
+    /// The acting master this silo follows (itself on the acting master); `None` on a
+    /// slave that has not been welcomed yet, or on a standby that knows none.
     pub master: Option<SiloId>,
-    /// On a slave: whether it is currently joined to a live master. False before the
-    /// first WELCOME, after the master's lease ran out, after the master asked it to
-    /// rejoin, and after the master said SHUTDOWN. A slave for which this is false must
-    /// fence itself (deactivate its grains). Always true on the master.
+    /// The acting master's leadership epoch (0: none known yet). It grows with every
+    /// election; answers from an older epoch are ignored.
+    pub epoch: u64,
+    /// On a slave: whether it is serving, i.e. [`Hosting::Serving`] (joined to the acting
+    /// master with a valid hosting lease). On a candidate: whether it knows the acting
+    /// master (or is it).
     pub master_reachable: bool,
+    /// On a slave: whether its grains may run, wait, or must go. Candidates host
+    /// nothing and always say [`Hosting::Serving`].
+    pub hosting: Hosting,
+    /// On a slave: how many times it was admitted (by a new master, again after losing
+    /// its master, or after fencing). Each admission owes the acting master a report of
+    /// the grains hosted here before the lease is renewed. 0 on candidates.
+    pub admission: u64,
     /// Members and recent tombstones, by id.
     pub members: BTreeMap<SiloId, MemberInfo>,
 }
@@ -71,7 +99,13 @@ impl MembershipSnapshot {
 
     /// Active slaves (this silo included, if it is an active slave).
     pub fn active_slaves(&self) -> impl Iterator<Item = &MemberInfo> {
-        self.active_members().filter(|m| !m.is_master)
+        self.active_members()
+            .filter(|m| !m.is_master && !m.is_candidate)
+    }
+
+    /// True when this silo is the acting master.
+    pub fn is_acting_master(&self) -> bool {
+        self.master == Some(self.me)
     }
 
     /// True when `id` is an active member.
@@ -86,7 +120,8 @@ impl MembershipSnapshot {
         self.members.get(id)
     }
 
-    /// True on the master, or on a slave that is joined to a reachable master.
+    /// True on a candidate that knows the acting master (or is it), or on a slave that is
+    /// serving.
     pub fn is_joined(&self) -> bool {
         self.master.is_some() && self.master_reachable
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use granary_proto::packet::{LoadReport, SiloId, WireMember};
 
-use super::snapshot::{MemberInfo, MemberStatus, MembershipSnapshot};
+use super::snapshot::{Hosting, MemberInfo, MemberStatus, MembershipSnapshot};
 
 /// How many tombstones (departed members) a table keeps; older ones are forgotten.
 pub(super) const MAX_TOMBSTONES: usize = 64;
@@ -60,6 +60,7 @@ impl Table {
                     status: MemberStatus::Active,
                     load: LoadReport::default(),
                     is_master,
+                    is_candidate: is_master,
                 },
                 addr: me.udp,
                 last_heard: now,
@@ -132,6 +133,7 @@ impl Table {
             e.last_heard = now;
             if e.info.is_master != is_master {
                 e.info.is_master = is_master;
+                e.info.is_candidate |= is_master;
                 self.dirty.membership = true;
             }
             if e.info.status == MemberStatus::Active {
@@ -148,6 +150,7 @@ impl Table {
                         status: MemberStatus::Active,
                         load: LoadReport::default(),
                         is_master,
+                        is_candidate: is_master,
                     },
                     addr,
                     last_heard: now,
@@ -220,18 +223,23 @@ impl Table {
         }
     }
 
-    /// Builds a snapshot of the table.
+    /// Builds a snapshot of the table: who leads (`master`, `epoch`) and how this silo
+    /// stands (`hosting`) come from the caller.
     pub(super) fn snapshot(
         &self,
         version: u64,
         master: Option<SiloId>,
-        master_reachable: bool,
+        epoch: u64,
+        hosting: Hosting,
     ) -> MembershipSnapshot {
         MembershipSnapshot {
             version,
             me: self.me,
             master,
-            master_reachable,
+            epoch,
+            master_reachable: master.is_some() && hosting == Hosting::Serving,
+            hosting,
+            admission: 0,
             members: self.entries.iter().map(|(id, e)| (*id, e.info)).collect(),
         }
     }

@@ -13,12 +13,15 @@ use std::time::{Duration, Instant};
 
 use granary_proto::packet::{LoadReport, Packet, PacketBody, SiloId};
 
+use super::candidate::ElectionState;
 use super::config::{MembershipConfig, SiloRole};
 use super::protocol::{Outbox, Protocol};
 use super::snapshot::{MemberStatus, MembershipSnapshot};
 use super::MembershipError;
 
+mod election;
 mod failures;
+mod simulation;
 mod stray_packets;
 mod warnings;
 
@@ -45,6 +48,28 @@ struct Node {
     load: LoadReport,
     /// Snapshot versions are the driver's business; count membership changes here.
     version: u64,
+    /// When [`Net::run`] ticks it next.
+    next_tick: Instant,
+    /// What it persisted last (a candidate's election state survives a restart).
+    persisted: ElectionState,
+    /// Stopped (crashed): it neither ticks nor receives.
+    down: bool,
+}
+
+impl Node {
+    fn new(config: MembershipConfig, id: SiloId, election: ElectionState, now: Instant) -> Self {
+        config.validate().unwrap();
+        Node {
+            id,
+            protocol: Protocol::new(&config, id, election, now),
+            seq: 0,
+            load: LoadReport::default(),
+            version: 1,
+            next_tick: now,
+            persisted: election,
+            down: false,
+        }
+    }
 }
 
 /// An in-memory network: packets queue up until `deliver` runs.
@@ -54,32 +79,46 @@ struct Net {
     wire: VecDeque<(SocketAddr, SocketAddr, Packet)>,
     /// Every packet ever delivered (or dropped), for assertions: (from, to, kind).
     log: Vec<(SiloId, SocketAddr, &'static str)>,
+    /// Slaves report to every new master at once (what the cluster layer does over TCP).
+    reports: bool,
 }
 
 impl Net {
+    /// A network with no silo yet.
+    fn empty() -> Self {
+        Net {
+            now: Instant::now(),
+            nodes: Vec::new(),
+            wire: VecDeque::new(),
+            log: Vec::new(),
+            reports: true,
+        }
+    }
+
     fn new() -> Self {
         let mut net = Net {
             now: Instant::now(),
             nodes: Vec::new(),
             wire: VecDeque::new(),
             log: Vec::new(),
+            reports: true,
         };
         let config = MembershipConfig::master()
             .with_heartbeat_interval(INTERVAL)
             .with_missed_heartbeats(3);
         net.add(config, sid(MASTER_PORT, 1));
+        // A lone master elects itself at its first tick.
+        net.tick(0);
         net
     }
 
     fn add(&mut self, config: MembershipConfig, id: SiloId) -> usize {
-        config.validate().unwrap();
-        self.nodes.push(Node {
-            id,
-            protocol: Protocol::new(&config, id, self.now),
-            seq: 0,
-            load: LoadReport::default(),
-            version: 1,
-        });
+        self.add_with(config, id, ElectionState::default())
+    }
+
+    /// Adds a silo that persisted `election` in an earlier run.
+    fn add_with(&mut self, config: MembershipConfig, id: SiloId, election: ElectionState) -> usize {
+        self.nodes.push(Node::new(config, id, election, self.now));
         self.nodes.len() - 1
     }
 
@@ -106,10 +145,45 @@ impl Net {
         self.settle(i);
     }
 
+    /// What the cluster layer does over TCP when a slave hears from its master: it
+    /// reports its grains for the last admission (at once, here).
+    fn report(&mut self, i: usize) {
+        if self.reports && self.nodes[i].protocol.is_slave() {
+            let snap = self.nodes[i].protocol.snapshot(0, self.now);
+            if snap.master.is_some() {
+                self.nodes[i].protocol.set_reported(snap.admission);
+            }
+        }
+    }
+
     fn settle(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        if let Some(state) = node.protocol.take_persist() {
+            node.persisted = state;
+        }
         if node.protocol.take_dirty().membership {
             node.version += 1;
+        }
+    }
+
+    /// Runs for `d` in steps of 10 ms: each running node ticks at its own interval, and
+    /// packets are delivered at once (except those `drop` refuses).
+    fn run_except(
+        &mut self,
+        d: Duration,
+        mut drop: impl FnMut(&SiloId, &SocketAddr, &PacketBody) -> bool,
+    ) {
+        let end = self.now + d;
+        while self.now < end {
+            for i in 0..self.nodes.len() {
+                if !self.nodes[i].down && self.nodes[i].next_tick <= self.now {
+                    let interval = self.nodes[i].protocol.tick_interval();
+                    self.nodes[i].next_tick = self.now + interval;
+                    self.tick(i);
+                }
+            }
+            self.deliver_except(&mut drop);
+            self.advance(Duration::from_millis(10));
         }
     }
 
@@ -136,13 +210,14 @@ impl Net {
             if drop(&packet.from, &dest, &packet.body) {
                 continue;
             }
-            let Some(i) = self.nodes.iter().position(|n| n.id.udp == dest) else {
+            let Some(i) = self.nodes.iter().position(|n| n.id.udp == dest && !n.down) else {
                 continue;
             };
             let mut out = Outbox::new();
             self.nodes[i]
                 .protocol
                 .on_packet(self.now, src, packet, &mut out);
+            self.report(i);
             self.queue(i, out);
         }
     }
@@ -156,7 +231,9 @@ impl Net {
     }
 
     fn snap(&self, i: usize) -> MembershipSnapshot {
-        self.nodes[i].protocol.snapshot(self.nodes[i].version)
+        self.nodes[i]
+            .protocol
+            .snapshot(self.nodes[i].version, self.now)
     }
 
     fn active_ids(&self, i: usize) -> Vec<SiloId> {
@@ -177,12 +254,14 @@ impl Net {
     }
 }
 
+/// A master and `slaves` slaves, every slave serving: one round to join, one for the
+/// first heartbeat answer (the lease).
 fn joined_cluster(slaves: u16) -> Net {
     let mut net = Net::new();
     for s in 0..slaves {
         net.add_slave(sid(8000 + s, 1));
     }
-    net.rounds(1);
+    net.rounds(2);
     net
 }
 
@@ -241,7 +320,7 @@ fn graceful_leave_is_announced() {
     let mut net = joined_cluster(2);
     let leaver = net.nodes[1].id;
     let mut out = Outbox::new();
-    net.nodes[1].protocol.on_leave(&mut out);
+    net.nodes[1].protocol.on_leave(net.now, &mut out);
     net.queue(1, out);
     assert_eq!(
         net.snap(1).get(&leaver).unwrap().status,
@@ -282,7 +361,7 @@ fn master_shutdown_requests_slave_shutdown() {
     let mut net = joined_cluster(2);
     let master = net.nodes[0].id;
     let mut out = Outbox::new();
-    net.nodes[0].protocol.on_leave(&mut out);
+    net.nodes[0].protocol.on_leave(net.now, &mut out);
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|(_, b)| *b == PacketBody::Shutdown));
     net.queue(0, out);
@@ -290,7 +369,10 @@ fn master_shutdown_requests_slave_shutdown() {
     for i in [1, 2] {
         assert!(net.nodes[i].protocol.shutdown_requested());
         let snap = net.snap(i);
-        assert!(!snap.master_reachable);
+        assert!(
+            snap.master_reachable,
+            "the slave keeps its lease while it saves its grains and leaves"
+        );
         assert_eq!(
             snap.get(&master).unwrap().status,
             MemberStatus::ShuttingDown

@@ -117,8 +117,17 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 async fn readiness(state: &HttpState) -> Result<(), String> {
     match state.status.state() {
         SiloState::Active => {}
+        // A standby serves as a gateway (it forwards to the acting master) and keeps a
+        // replica; its store serves nobody until it acts.
+        SiloState::Standby => return Ok(()),
         SiloState::Joining => return Err("not joined to a master yet".into()),
         SiloState::Fenced => return Err("fenced: cut off from the master".into()),
+        SiloState::Suspended => {
+            return Err(
+                "suspended: waiting for the acting master to renew this silo's hosting lease"
+                    .into(),
+            )
+        }
         SiloState::Leaving => return Err("shutting down".into()),
         SiloState::Dead => return Err("declared dead".into()),
     }

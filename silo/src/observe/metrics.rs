@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use super::process;
 use crate::catalog::Catalog;
 use crate::directory::Directory;
-use crate::membership::{MemberStatus, MembershipSnapshot, SiloRole};
+use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
 use crate::storage::instrumented::StorageStats;
 
 /// The `Content-Type` of [`SiloMetrics::encode`]'s text.
@@ -134,6 +134,8 @@ pub(crate) struct MembershipCounts {
     joins: AtomicU64,
     deaths: AtomicU64,
     fencings: AtomicU64,
+    /// Times this slave's hosting lease ran out while serving.
+    suspensions: AtomicU64,
 }
 
 /// Everything [`SiloMetrics`] reads.
@@ -217,8 +219,9 @@ impl SiloMetrics {
 
 /// Counts, from membership snapshots: members that joined (on the master, every slave
 /// that became active; on a slave, members that appeared after its own first join),
-/// members that died (distinct ids seen dead), and this slave's fencing (joined, then
-/// cut off from the master while neither it nor the master was leaving).
+/// members that died (distinct ids seen dead), and this slave's fencing (its grains
+/// dropped) and suspensions (serving, then its lease ran out while neither it nor the
+/// master was leaving).
 async fn count_membership(
     mut updates: watch::Receiver<Arc<MembershipSnapshot>>,
     role: SiloRole,
@@ -247,8 +250,8 @@ struct MembershipCounter {
     /// Set once members appearing are joins: at once on the master, after a slave's
     /// first joined view (which is the cluster it joined, not joins it saw).
     baseline: bool,
-    /// Whether the previous snapshot was joined.
-    was_joined: bool,
+    /// The previous snapshot's hosting state.
+    was: Hosting,
 }
 
 impl MembershipCounter {
@@ -258,7 +261,7 @@ impl MembershipCounter {
             active_seen: HashSet::new(),
             dead_seen: HashSet::new(),
             baseline: role == SiloRole::Master,
-            was_joined: false,
+            was: Hosting::Suspended,
         }
     }
 
@@ -283,18 +286,26 @@ impl MembershipCounter {
             }
         }
         self.baseline |= joined;
-        if self.role == SiloRole::Slave && self.was_joined && !joined {
+        let now = snapshot.hosting;
+        if self.role == SiloRole::Slave && now != self.was {
             let leaving = |id: &SiloId| {
                 snapshot
                     .get(id)
                     .is_some_and(|m| m.status == MemberStatus::ShuttingDown)
             };
             let master_leaving = snapshot.master.as_ref().is_some_and(leaving);
-            if !leaving(&snapshot.me) && !master_leaving {
-                counts.fencings.fetch_add(1, Ordering::Relaxed);
+            let ending = leaving(&snapshot.me) || master_leaving;
+            match now {
+                Hosting::Fenced => {
+                    counts.fencings.fetch_add(1, Ordering::Relaxed);
+                }
+                Hosting::Suspended if self.was == Hosting::Serving && !ending => {
+                    counts.suspensions.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
         }
-        self.was_joined = joined;
+        self.was = now;
     }
 }
 
@@ -554,11 +565,39 @@ impl Collector for MembershipCollector {
         let m = family(
             &mut encoder,
             "granary_fencing_events",
-            "Times this slave was cut off from its master and fenced itself (deactivated every grain); 0 on the master.",
+            "Times this slave was fenced (the acting master did not count it any more, or every candidate was silent for a lease) and dropped its grains without writing; 0 on candidates.",
             None,
             MetricType::Counter,
         )?;
-        ConstCounter::new(counts.fencings.load(Ordering::Relaxed)).encode(m)
+        ConstCounter::new(counts.fencings.load(Ordering::Relaxed)).encode(m)?;
+        let m = family(
+            &mut encoder,
+            "granary_suspensions",
+            "Times this slave's hosting lease ran out while serving (its grains waited for a master to renew it); 0 on candidates.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(counts.suspensions.load(Ordering::Relaxed)).encode(m)?;
+        let (epoch, acting) = {
+            let snapshot = self.snapshot.borrow();
+            (snapshot.epoch, u64::from(snapshot.is_acting_master()))
+        };
+        let m = family(
+            &mut encoder,
+            "granary_master_epoch",
+            "The acting master's leadership epoch this silo knows (it grows with every election).",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(epoch).encode(m)?;
+        let m = family(
+            &mut encoder,
+            "granary_acting_master",
+            "1 on the acting master, 0 elsewhere.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(acting).encode(m)
     }
 }
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::events::{EventLog, EVENT_LOG_CAPACITY};
 use super::process;
 use crate::catalog::Catalog;
-use crate::membership::{MemberStatus, MembershipSnapshot, SiloRole};
+use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
 
 impl StatusSource {
     /// A slave's way to the cluster status: the master's answer.
@@ -79,14 +79,14 @@ impl StatusSource {
         let leaving = snapshot
             .get(&snapshot.me)
             .is_some_and(|m| m.status != MemberStatus::Active);
-        if leaving {
-            SiloState::Leaving
-        } else if self.role == SiloRole::Master || snapshot.master_reachable {
-            SiloState::Active
-        } else if snapshot.master.is_some() {
-            SiloState::Fenced
-        } else {
-            SiloState::Joining
+        match (self.role, snapshot.master, snapshot.hosting) {
+            _ if leaving => SiloState::Leaving,
+            (SiloRole::Master, Some(_), _) if snapshot.is_acting_master() => SiloState::Active,
+            (SiloRole::Master, Some(_), _) => SiloState::Standby,
+            (_, None, _) => SiloState::Joining,
+            (SiloRole::Slave, Some(_), Hosting::Serving) => SiloState::Active,
+            (SiloRole::Slave, Some(_), Hosting::Suspended) => SiloState::Suspended,
+            (SiloRole::Slave, Some(_), Hosting::Fenced) => SiloState::Fenced,
         }
     }
 

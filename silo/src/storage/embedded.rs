@@ -6,7 +6,10 @@
 //!
 //! # Layout of the file
 //! - table `grains`: [`record_id`](super::record_id) → `[FORMAT][etag len][etag][state]`.
-//! - table `meta`: `etag_counter` → the last etag number issued (`u64`).
+//! - table `meta`: `etag_counter` → the last etag number issued (`u64`); on master
+//!   candidates, `position_epoch` / `position_seq` → where the replicated store stands.
+//! - table `blobs`: a candidate's election state.
+//! - table `staging`: a snapshot being received from the acting master.
 //!
 //! # Etags
 //! An etag is `<session>-<n>`: `session` is drawn at random each time the file is
@@ -25,6 +28,13 @@
 //! others see the record it wrote. A conflict or an unreadable record fails only its own
 //! write; an I/O error (e.g. disk full) fails the whole batch with [`StorageError::Failed`].
 //!
+//! # Replication among master candidates
+//! On the acting master, every batch that changes records also advances the store's
+//! [`StorePosition`] in the same transaction and is handed, with its waiting callers, to
+//! the replicator (see [`super::replicated`]), which answers them once a majority of the
+//! candidates hold the batch durably. On a standby, batches and snapshot chunks from the
+//! acting master are applied by the same writer thread (`replica`).
+//!
 //! # Recovering from I/O errors
 //! After an I/O error redb refuses further work on its handle. The writer then reopens
 //! the file (waiting for reads in flight to let go of the old handle), so once space is
@@ -33,11 +43,12 @@
 //! Reads run on tokio's blocking pool in their own read transactions.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use granary_proto::replica::{ReplicaError, StoreChange, StorePosition};
 use granary_proto::GrainId;
 use granary_runtime::{Etag, GrainStorage, StorageError, StoredState};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -45,31 +56,75 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::record_id;
 
+mod batch;
+mod replica;
+
+use batch::apply;
+pub(crate) use batch::{Committed, LeaderHook, Waiter};
+
 /// Grain records: record id → encoded record.
 const GRAINS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("grains");
-/// Store-wide values; only [`ETAG_COUNTER`] for now.
+/// Store-wide values: [`ETAG_COUNTER`], [`POSITION_EPOCH`], [`POSITION_SEQ`].
 const META: TableDefinition<'static, &'static str, u64> = TableDefinition::new("meta");
 /// Key in [`META`] of the last etag number issued.
 const ETAG_COUNTER: &str = "etag_counter";
+/// Keys in [`META`] of the store's replication position.
+const POSITION_EPOCH: &str = "position_epoch";
+const POSITION_SEQ: &str = "position_seq";
+/// Opaque values: a candidate's election state.
+const BLOBS: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("blobs");
+/// A snapshot being received, chunk by chunk, before it replaces `grains`.
+const STAGING: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("staging");
 /// First byte of every record; bump when the layout changes.
 const FORMAT: u8 = 1;
 /// Mutations queued for the writer before callers wait.
 const QUEUE: usize = 4096;
 
-/// A write or clear waiting for the writer thread.
+/// What the writer thread does: grain writes and clears (batched), the acting master's
+/// barrier, and a standby's replicated batches and snapshot chunks (one per transaction).
 enum Mutation {
     Write {
         grain: GrainId,
         data: Vec<u8>,
         expected: Option<String>,
+        /// The acting master's epoch the write was accepted in (replicated stores only).
+        epoch: Option<u64>,
         reply: oneshot::Sender<Result<Etag, StorageError>>,
     },
     Clear {
         grain: GrainId,
         expected: Option<String>,
+        epoch: Option<u64>,
         reply: oneshot::Sender<Result<(), StorageError>>,
     },
+    /// The acting master's first batch of an epoch: no change, a new position.
+    Barrier {
+        epoch: u64,
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
+    /// A standby applies a batch from the acting master.
+    Replicate {
+        prev: StorePosition,
+        next: StorePosition,
+        changes: Vec<StoreChange>,
+        reply: oneshot::Sender<Result<StorePosition, ReplicaError>>,
+    },
+    /// A standby applies a snapshot chunk from the acting master.
+    Snapshot {
+        start: bool,
+        records: Vec<(String, Vec<u8>)>,
+        done: Option<StorePosition>,
+        reply: oneshot::Sender<Result<StorePosition, ReplicaError>>,
+    },
+}
+
+impl Mutation {
+    /// True for what the writer applies in a transaction of its own.
+    fn is_alone(&self) -> bool {
+        matches!(self, Mutation::Replicate { .. } | Mutation::Snapshot { .. })
+    }
 }
 
 /// The open database, shared by reads and the writer. `None` only between a failed
@@ -91,6 +146,9 @@ pub struct EmbeddedStorage {
     /// The writer thread, joined on drop (it has nothing queued by then: every write
     /// borrows the store until it is answered).
     writer: Option<JoinHandle<()>>,
+    /// Set once when the store is replicated among master candidates: the writer hands
+    /// committed batches to the replicator through it.
+    leader: Arc<OnceLock<Arc<LeaderHook>>>,
 }
 
 impl std::fmt::Debug for Mutation {
@@ -98,6 +156,9 @@ impl std::fmt::Debug for Mutation {
         match self {
             Mutation::Write { grain, .. } => write!(f, "Write({grain})"),
             Mutation::Clear { grain, .. } => write!(f, "Clear({grain})"),
+            Mutation::Barrier { epoch, .. } => write!(f, "Barrier({epoch})"),
+            Mutation::Replicate { next, .. } => write!(f, "Replicate({next})"),
+            Mutation::Snapshot { done, .. } => write!(f, "Snapshot(done: {done:?})"),
         }
     }
 }
@@ -131,22 +192,28 @@ impl EmbeddedStorage {
             })?;
         }
         let db = Database::create(&path).map_err(|e| failed(&path, "opening", e))?;
-        // Create both tables up front so reads never meet a missing table.
+        // Create every table up front so reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| failed(&path, "opening", e))?;
         {
             txn.open_table(GRAINS)
                 .map_err(|e| failed(&path, "opening", e))?;
             txn.open_table(META)
                 .map_err(|e| failed(&path, "opening", e))?;
+            txn.open_table(BLOBS)
+                .map_err(|e| failed(&path, "opening", e))?;
+            txn.open_table(STAGING)
+                .map_err(|e| failed(&path, "opening", e))?;
         }
         txn.commit().map_err(|e| failed(&path, "opening", e))?;
         let db: Handle = Arc::new(RwLock::new(Some(Arc::new(db))));
         let (writes, queue) = mpsc::channel(QUEUE);
+        let leader: Arc<OnceLock<Arc<LeaderHook>>> = Arc::default();
         let writer = {
             let (db, path, session) = (db.clone(), path.clone(), fastrand::u64(1..));
+            let leader = leader.clone();
             std::thread::Builder::new()
                 .name("granary-redb-writer".into())
-                .spawn(move || run_writer(&db, &path, session, queue))
+                .spawn(move || run_writer(&db, &path, session, &leader, queue))
                 .map_err(|e| StorageError::Failed(format!("starting the writer thread: {e}")))?
         };
         Ok(Self {
@@ -154,7 +221,19 @@ impl EmbeddedStorage {
             path,
             writes: Some(writes),
             writer: Some(writer),
+            leader,
         })
+    }
+
+    /// Makes this store replicable: on the acting master, committed batches go to
+    /// `hook`. Set at most once; returns false if it was set before.
+    pub(crate) fn attach_leader_hook(&self, hook: Arc<LeaderHook>) -> bool {
+        self.leader.set(hook).is_ok()
+    }
+
+    /// The epoch the acting master's writes carry (replicated stores only).
+    fn writing_epoch(&self) -> Option<u64> {
+        self.leader.get().map(|hook| hook.epoch())
     }
 
     /// Queues the mutation `make` builds around a reply channel, and waits until the
@@ -235,25 +314,44 @@ fn reopen(handle: &Handle, path: &Path) -> Result<Arc<Database>, StorageError> {
     Ok(db)
 }
 
-/// The writer thread: applies queued mutations in batches until the queue closes, and
-/// reopens the file after a batch fails on an I/O error.
-fn run_writer(handle: &Handle, path: &Path, session: u64, mut queue: mpsc::Receiver<Mutation>) {
-    while let Some(first) = queue.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < EmbeddedStorage::MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
+/// The writer thread: applies queued mutations until the queue closes — grain writes in
+/// batches, replicated batches and snapshot chunks one per transaction — and reopens the
+/// file after a transaction fails on an I/O error.
+fn run_writer(
+    handle: &Handle,
+    path: &Path,
+    session: u64,
+    leader: &OnceLock<Arc<LeaderHook>>,
+    mut queue: mpsc::Receiver<Mutation>,
+) {
+    let mut next: Option<Mutation> = None;
+    loop {
+        let Some(first) = next.take().or_else(|| queue.blocking_recv()) else {
+            return;
+        };
         let db = match current(handle, path) {
             Ok(db) => db,
             Err(e) => {
-                refuse(batch, &e);
+                refuse(vec![first], &e);
                 continue;
             }
         };
-        let healthy = apply(&db, path, session, batch);
+        let healthy = if first.is_alone() {
+            replica::apply_alone(&db, path, first)
+        } else {
+            let mut batch = vec![first];
+            while batch.len() < EmbeddedStorage::MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(m) if m.is_alone() => {
+                        next = Some(m);
+                        break;
+                    }
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            apply(&db, path, session, leader.get(), batch)
+        };
         drop(db);
         if !healthy {
             if let Err(e) = reopen(handle, path) {
@@ -270,109 +368,14 @@ fn refuse(batch: Vec<Mutation>, err: &StorageError) {
             Mutation::Write { reply, .. } => {
                 let _ = reply.send(Err(err.clone()));
             }
-            Mutation::Clear { reply, .. } => {
+            Mutation::Clear { reply, .. } | Mutation::Barrier { reply, .. } => {
                 let _ = reply.send(Err(err.clone()));
             }
+            Mutation::Replicate { reply, .. } | Mutation::Snapshot { reply, .. } => {
+                let _ = reply.send(Err(ReplicaError::Failed(err.to_string())));
+            }
         }
     }
-}
-
-/// What one mutation came to, if the batch commits: the new etag of a write, `None`
-/// for a clear, or why it was refused.
-type Outcome = Result<Option<Etag>, StorageError>;
-
-/// Applies `batch` in one transaction, commits, and answers every caller. Returns false
-/// if the batch failed on a database error (the handle may need reopening).
-fn apply(db: &Database, path: &Path, session: u64, batch: Vec<Mutation>) -> bool {
-    let committed = (|| {
-        let txn = db.begin_write().map_err(|e| failed(path, "writing", e))?;
-        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
-        {
-            let mut grains = txn
-                .open_table(GRAINS)
-                .map_err(|e| failed(path, "writing", e))?;
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| failed(path, "writing", e))?;
-            let start = meta
-                .get(ETAG_COUNTER)
-                .map_err(|e| failed(path, "writing", e))?
-                .map_or(0, |g| g.value());
-            let mut counter = start;
-            for mutation in &batch {
-                let (grain, expected) = match mutation {
-                    Mutation::Write {
-                        grain, expected, ..
-                    }
-                    | Mutation::Clear {
-                        grain, expected, ..
-                    } => (grain, expected.as_deref()),
-                };
-                let id = record_id(grain);
-                let found = match current_etag(grain, &grains, &id, path) {
-                    Ok(found) => found,
-                    Err(e @ StorageError::Corrupt(_)) => {
-                        outcomes.push(Err(e));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if found.as_deref() != expected {
-                    outcomes.push(Err(conflict(grain, expected, found)));
-                    continue;
-                }
-                match mutation {
-                    Mutation::Write { data, .. } => {
-                        counter += 1;
-                        let etag = format!("{session:x}-{counter}");
-                        grains
-                            .insert(id.as_str(), encode(&etag, data).as_slice())
-                            .map_err(|e| failed(path, "writing", e))?;
-                        outcomes.push(Ok(Some(etag)));
-                    }
-                    Mutation::Clear { .. } => {
-                        if found.is_some() {
-                            grains
-                                .remove(id.as_str())
-                                .map_err(|e| failed(path, "clearing", e))?;
-                        }
-                        outcomes.push(Ok(None));
-                    }
-                }
-            }
-            if counter != start {
-                meta.insert(ETAG_COUNTER, counter)
-                    .map_err(|e| failed(path, "writing", e))?;
-            }
-        }
-        txn.commit().map_err(|e| failed(path, "committing", e))?;
-        Ok(outcomes)
-    })();
-    match committed {
-        Ok(outcomes) => {
-            for (mutation, outcome) in batch.into_iter().zip(outcomes) {
-                match mutation {
-                    Mutation::Write { reply, .. } => {
-                        let etag = outcome.and_then(|etag| {
-                            etag.ok_or_else(|| {
-                                StorageError::Failed("a write produced no etag".into())
-                            })
-                        });
-                        let _ = reply.send(etag);
-                    }
-                    Mutation::Clear { reply, .. } => {
-                        let _ = reply.send(outcome.map(|_| ()));
-                    }
-                }
-            }
-        }
-        // Nothing of the batch was committed.
-        Err(e) => {
-            refuse(batch, &e);
-            return false;
-        }
-    }
-    true
 }
 
 /// Maps any redb error to [`StorageError::Failed`], naming the file and the operation.
@@ -472,19 +475,23 @@ impl GrainStorage for EmbeddedStorage {
         expected: Option<&str>,
     ) -> Result<Etag, StorageError> {
         super::check_size(data.len(), Self::MAX_STATE_BYTES)?;
+        let epoch = self.writing_epoch();
         self.submit(|reply| Mutation::Write {
             grain: grain.clone(),
             data: data.to_vec(),
             expected: expected.map(str::to_owned),
+            epoch,
             reply,
         })
         .await
     }
 
     async fn clear(&self, grain: &GrainId, expected: Option<&str>) -> Result<(), StorageError> {
+        let epoch = self.writing_epoch();
         self.submit(|reply| Mutation::Clear {
             grain: grain.clone(),
             expected: expected.map(str::to_owned),
+            epoch,
             reply,
         })
         .await

@@ -1,12 +1,19 @@
-//! [`RemoteStorage`]: a slave's view of the master's grain store, over the cluster's TCP
-//! transport. The master serves its own provider (embedded by default), so a cluster on
-//! one machine needs no database.
+//! [`RemoteStorage`]: a slave's view of the acting master's grain store, over the
+//! cluster's TCP transport. The acting master serves its own provider (embedded by
+//! default, replicated to the standby candidates), so a cluster on one machine needs no
+//! database.
+//!
+//! During a failover a request waits (up to its deadline) for the next acting master:
+//! it is sent again while it certainly was not served — no master known, the silo asked
+//! is not the acting master (`NotLeader`), or the connection could not be made. A
+//! request that was sent and then lost is not repeated (its outcome is unknown).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use granary_net::transport::Peers;
+use granary_net::transport::TransportError;
 use granary_proto::frame::{Request, Response, WireStorageError};
 use granary_proto::GrainId;
 use granary_runtime::{Etag, GrainStorage, StorageError, StoredState};
@@ -41,17 +48,49 @@ impl RemoteStorage {
 
     async fn call(&self, request: Request) -> Result<Response, StorageError> {
         let deadline = Instant::now() + self.timeout;
-        // The last known master, even while UDP says it is unreachable: a master that
-        // is shutting down keeps serving its store until the slaves have saved.
-        let master = match self.membership.borrow().master {
-            Some(master) => master.tcp,
-            None => return Err(StorageError::Unavailable("no master known yet".into())),
-        };
-        self.peers
-            .call(master, request, deadline)
-            .await
-            .map_err(|e| StorageError::Unavailable(format!("master store: {e}")))
+        let mut membership = self.membership.clone();
+        let mut last = String::from("no acting master known yet");
+        loop {
+            // The last known master, even while UDP says it is unreachable: a master that
+            // is shutting down keeps serving its store until the slaves have saved.
+            let master = membership.borrow_and_update().master.map(|m| m.tcp);
+            if let Some(master) = master {
+                match self.peers.call(master, request.clone(), deadline).await {
+                    Ok(response) if !not_leader(&response) => return Ok(response),
+                    Ok(response) => {
+                        last = format!("{master} is not the acting master: {response:?}")
+                    }
+                    // Not sent: the master is gone or not up yet.
+                    Err(e @ (TransportError::Unreachable(_) | TransportError::Closed)) => {
+                        last = format!("master store: {e}");
+                    }
+                    Err(e) => return Err(StorageError::Unavailable(format!("master store: {e}"))),
+                }
+            }
+            // Wait for the membership to name another master, or retry shortly.
+            let pause = (Instant::now() + RETRY_PAUSE).min(deadline);
+            tokio::select! {
+                _ = membership.changed() => {}
+                () = tokio::time::sleep_until(pause) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(StorageError::Unavailable(last));
+            }
+        }
     }
+}
+
+/// How long a request waits before asking again during a failover.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// True for the answer of a silo that is not the acting master's store.
+fn not_leader(response: &Response) -> bool {
+    matches!(
+        response,
+        Response::StorageRead(Err(WireStorageError::NotLeader(_)))
+            | Response::StorageWrite(Err(WireStorageError::NotLeader(_)))
+            | Response::StorageClear(Err(WireStorageError::NotLeader(_)))
+    )
 }
 
 fn unexpected(response: Response) -> StorageError {
@@ -140,5 +179,8 @@ pub(crate) fn from_wire(grain: &GrainId, err: WireStorageError) -> StorageError 
         },
         WireStorageError::Failed(m) => StorageError::Failed(m),
         WireStorageError::Corrupt(m) => StorageError::Corrupt(m),
+        WireStorageError::NotLeader(m) => {
+            StorageError::Unavailable(format!("not the acting master: {m}"))
+        }
     }
 }

@@ -52,9 +52,15 @@ fn failures_answer_with_the_matching_response_kind() {
     );
     assert_eq!(
         answers[1],
-        Response::Directory(Err(CallError::Panicked("boom".into())))
+        Response::Directory {
+            epoch: 0,
+            result: Err(CallError::Panicked("boom".into()))
+        }
     );
-    assert!(matches!(answers[2], Response::Directory(Err(_))));
+    assert!(matches!(
+        answers[2],
+        Response::Directory { result: Err(_), .. }
+    ));
     assert!(matches!(
         answers[3],
         Response::StorageRead(Err(WireStorageError::Failed(_)))

@@ -4,7 +4,7 @@ use std::time::Duration;
 use granary_proto::packet::LoadReport;
 
 use super::*;
-use crate::membership::MemberInfo;
+use crate::membership::{Hosting, MemberInfo};
 
 fn silo(port: u16) -> SiloId {
     SiloId::new(
@@ -28,6 +28,7 @@ fn snapshot(
                 status: *status,
                 load: LoadReport::default(),
                 is_master: Some(*id) == master,
+                is_candidate: Some(*id) == master,
             };
             (*id, info)
         })
@@ -36,7 +37,14 @@ fn snapshot(
         version,
         me,
         master,
+        epoch: 1,
         master_reachable: master.is_some(),
+        hosting: if master.is_some() {
+            Hosting::Serving
+        } else {
+            Hosting::Suspended
+        },
+        admission: 1,
         members,
     })
 }

@@ -66,8 +66,10 @@ fn unknown_heartbeat_gets_rejoin() {
         from: stranger,
         seq: 1,
         body: PacketBody::Heartbeat {
+            epoch: 0,
             load: LoadReport::default(),
             view: 0,
+            ack: 1,
         },
     };
     net.nodes[0]

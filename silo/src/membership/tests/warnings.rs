@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use granary_proto::packet::{LoadReport, PacketBody};
 
 use super::{master_addr, sid, INTERVAL};
+use crate::membership::candidate::ElectionState;
 use crate::membership::config::MembershipConfig;
 use crate::membership::driver::Throttle;
 use crate::membership::protocol::{Outbox, Protocol};
@@ -34,13 +35,13 @@ fn lonely_slave(now: Instant) -> Protocol {
     let config = MembershipConfig::slave(master_addr())
         .with_heartbeat_interval(INTERVAL)
         .with_missed_heartbeats(3);
-    Protocol::new(&config, sid(7100, 1), now)
+    Protocol::new(&config, sid(7100, 1), ElectionState::default(), now)
 }
 
 fn reports(protocol: &Protocol) -> u32 {
     match protocol {
         Protocol::Slave(s) => s.unjoined_reports(),
-        Protocol::Master(_) => unreachable!("a slave"),
+        Protocol::Candidate(_) => unreachable!("a slave"),
     }
 }
 

@@ -5,7 +5,7 @@ use granary_proto::packet::LoadReport;
 use granary_runtime::GrainStorage;
 
 use super::*;
-use crate::membership::MemberInfo;
+use crate::membership::{Hosting, MemberInfo};
 use crate::storage::instrumented::InstrumentedStorage;
 use crate::storage::MemoryStorage;
 
@@ -23,6 +23,7 @@ fn member(id: SiloId, status: MemberStatus, is_master: bool) -> (SiloId, MemberI
         status,
         load: LoadReport::default(),
         is_master,
+        is_candidate: is_master,
     };
     (id, info)
 }
@@ -37,7 +38,14 @@ fn snapshot(
         version: 1,
         me,
         master,
+        epoch: 1,
         master_reachable: reachable,
+        hosting: if reachable {
+            Hosting::Serving
+        } else {
+            Hosting::Suspended
+        },
+        admission: 1,
         members: members.into_iter().collect::<BTreeMap<_, _>>(),
     }
 }
@@ -157,7 +165,7 @@ fn the_master_counts_joins_and_deaths_and_the_members_by_state() {
 }
 
 #[test]
-fn a_slave_counts_joins_after_its_own_and_fencing_but_not_a_graceful_end() {
+fn a_slave_counts_joins_after_its_own_suspensions_and_fencing_but_not_a_graceful_end() {
     let (master, me, other, late) = (silo(1000), silo(2000), silo(3000), silo(4000));
     let counts = MembershipCounts::default();
     let mut counter = MembershipCounter::new(SiloRole::Slave);
@@ -176,15 +184,22 @@ fn a_slave_counts_joins_after_its_own_and_fencing_but_not_a_graceful_end() {
     grown.push(member(late, MemberStatus::Active, false));
     counter.observe(&snapshot(me, Some(master), true, grown.clone()), &counts);
     assert_eq!(counts.joins.load(Ordering::Relaxed), 1);
-    // Cut off: fenced once, however long it lasts.
+    // Cut off: suspended once, however long it lasts; then fenced once.
     counter.observe(&snapshot(me, Some(master), false, grown.clone()), &counts);
     counter.observe(&snapshot(me, Some(master), false, grown.clone()), &counts);
+    assert_eq!(counts.suspensions.load(Ordering::Relaxed), 1);
+    assert_eq!(counts.fencings.load(Ordering::Relaxed), 0);
+    let mut fenced = snapshot(me, Some(master), false, grown.clone());
+    fenced.hosting = Hosting::Fenced;
+    counter.observe(&fenced, &counts);
+    counter.observe(&fenced, &counts);
     assert_eq!(counts.fencings.load(Ordering::Relaxed), 1);
-    // Back, then the master shuts down gracefully: not a fencing.
+    // Back, then the master shuts down gracefully: not a suspension.
     counter.observe(&snapshot(me, Some(master), true, grown.clone()), &counts);
     let mut ending = grown;
     ending[1] = member(master, MemberStatus::ShuttingDown, true);
     counter.observe(&snapshot(me, Some(master), false, ending), &counts);
+    assert_eq!(counts.suspensions.load(Ordering::Relaxed), 1);
     assert_eq!(counts.fencings.load(Ordering::Relaxed), 1);
     assert_eq!(counts.deaths.load(Ordering::Relaxed), 0);
 }

@@ -1,0 +1,1 @@
+//! Election tests (to come).
