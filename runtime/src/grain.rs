@@ -74,6 +74,15 @@ pub trait Handler<M: Message>: Grain {
     ) -> Result<Self::Reply, GrainError>;
 }
 
+/// A write or clear whose answer was lost.
+#[derive(Debug)]
+enum Unknown {
+    /// A write of these bytes.
+    Write(Vec<u8>),
+    /// A clear.
+    Clear,
+}
+
 /// A grain's identity, its persistent state and its way to reach other grains.
 ///
 /// The context belongs to one activation and is only touched by its turn loop, so
@@ -89,6 +98,9 @@ pub struct GrainContext<G: Grain> {
     dirty: bool,
     /// A write hit an etag conflict: the state is stale and must never be written.
     conflicted: bool,
+    /// The last write or clear whose answer was lost (it may have landed): a later etag
+    /// conflict is checked against it before the state is declared stale.
+    unknown: Option<Unknown>,
     /// Deactivate after the current turn.
     deactivate: bool,
     /// Where the state lives.
@@ -113,6 +125,7 @@ impl<G: Grain> GrainContext<G> {
             etag: None,
             dirty: false,
             conflicted: false,
+            unknown: None,
             deactivate: false,
             storage,
             router,
@@ -161,7 +174,10 @@ impl<G: Grain> GrainContext<G> {
     /// On `Ok` the write is durable (as durable as the provider). On
     /// [`StorageError::Conflict`] someone else wrote newer state: nothing is written, and
     /// the grain deactivates after this turn so the next activation reads the newer state.
-    /// On other errors the state stays dirty and the write may be retried.
+    /// On other errors the state stays dirty and the write may be retried. When an
+    /// earlier write's answer was lost (`Unavailable`) and it did land, the next write's
+    /// etag conflict is recognised as such (the store holds exactly that write) and the
+    /// write goes on from the stored etag instead.
     ///
     /// In a cluster, a slave that lost its hosting lease (cut off from the acting master)
     /// refuses the write with [`StorageError::Unavailable`] before sending it; a write the
@@ -177,23 +193,26 @@ impl<G: Grain> GrainContext<G> {
         }
         self.check_lease()?;
         let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
-        match self
-            .storage
-            .write(&self.id, &data, self.etag.as_deref())
-            .await
-        {
-            Ok(etag) => {
-                self.etag = Some(etag);
-                self.dirty = false;
-                self.check_acknowledged_in_time()
-            }
-            Err(err) => {
-                if err.is_conflict() {
-                    self.conflicted = true;
-                    self.deactivate = true;
-                    tracing::warn!(grain = %self.id, error = %err, "etag conflict; deactivating the grain");
+        let mut reconciled = false;
+        loop {
+            match self
+                .storage
+                .write(&self.id, &data, self.etag.as_deref())
+                .await
+            {
+                Ok(etag) => {
+                    self.etag = Some(etag);
+                    self.dirty = false;
+                    self.unknown = None;
+                    return self.check_acknowledged_in_time();
                 }
-                Err(err)
+                Err(err) if err.is_conflict() && !reconciled && self.reconcile().await => {
+                    reconciled = true;
+                }
+                Err(err) => {
+                    self.failed(&err, Unknown::Write(data));
+                    return Err(err);
+                }
             }
         }
     }
@@ -206,21 +225,65 @@ impl<G: Grain> GrainContext<G> {
                 return Err(self.stale_error());
             }
             self.check_lease()?;
-            if let Err(err) = self.storage.clear(&self.id, self.etag.as_deref()).await {
-                if err.is_conflict() {
-                    self.conflicted = true;
-                    self.deactivate = true;
+            let mut reconciled = false;
+            loop {
+                match self.storage.clear(&self.id, self.etag.as_deref()).await {
+                    Ok(()) => break,
+                    Err(err) if err.is_conflict() && !reconciled && self.reconcile().await => {
+                        reconciled = true;
+                    }
+                    Err(err) => {
+                        self.failed(&err, Unknown::Clear);
+                        return Err(err);
+                    }
                 }
-                return Err(err);
             }
         }
         self.etag = None;
+        self.unknown = None;
         self.state = G::State::default();
         self.dirty = false;
         if Self::stateless() {
             Ok(())
         } else {
             self.check_acknowledged_in_time()
+        }
+    }
+
+    /// After a failed write or clear: a conflict makes the state stale (the grain
+    /// deactivates); an answer that was lost leaves `attempt` of unknown outcome.
+    fn failed(&mut self, err: &StorageError, attempt: Unknown) {
+        if err.is_conflict() {
+            self.conflicted = true;
+            self.deactivate = true;
+            tracing::warn!(grain = %self.id, error = %err, "etag conflict; deactivating the grain");
+        } else if matches!(err, StorageError::Unavailable(_) | StorageError::Failed(_)) {
+            self.unknown = Some(attempt);
+        }
+    }
+
+    /// An etag conflict after a write or clear of unknown outcome: if the store holds
+    /// exactly what that attempt wrote (or, for a clear, nothing), the attempt landed and
+    /// its answer was lost (a master died after making it durable). Then the state here
+    /// is current: take the stored etag and go on. Returns true in that case.
+    async fn reconcile(&mut self) -> bool {
+        let Some(attempt) = self.unknown.take() else {
+            return false;
+        };
+        let landed = match (self.storage.read(&self.id).await, attempt) {
+            (Ok(Some(stored)), Unknown::Write(data)) if stored.data == data => {
+                Some(Some(stored.etag))
+            }
+            (Ok(None), Unknown::Clear) => Some(None),
+            _ => None,
+        };
+        match landed {
+            Some(etag) => {
+                tracing::info!(grain = %self.id, "a state write whose answer was lost had landed; going on from it");
+                self.etag = etag;
+                true
+            }
+            None => false,
         }
     }
 

@@ -53,8 +53,8 @@ pub struct TestClusterBuilder {
     slaves: usize,
     candidates: usize,
     silo: SiloConfig,
-    heartbeat_interval: Duration,
-    missed_heartbeats: u32,
+    /// Heartbeats as set by [`Self::heartbeats`]; `None`: the defaults.
+    heartbeats: Option<(Duration, u32)>,
     cluster_key: Option<Vec<u8>>,
     storage: Option<Arc<dyn GrainStorage>>,
     /// Slaves use the store directly (as with MongoDB) instead of through the master.
@@ -69,10 +69,7 @@ impl Default for TestClusterBuilder {
             slaves: 2,
             candidates: 1,
             silo: SiloConfig::default(),
-            heartbeat_interval: Duration::from_millis(100),
-            // A slave's hosting lease is then 450 ms from the heartbeat the master
-            // answered: room for a loaded test machine, failures still seen within 0.5 s.
-            missed_heartbeats: 5,
+            heartbeats: None,
             cluster_key: Some(b"granary-test-cluster".to_vec()),
             storage: None,
             shared_storage: false,
@@ -103,11 +100,13 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Heartbeat interval and misses before a silo is declared dead (default
-    /// 100 ms × 5, so failures are detected in tests within a second).
+    /// Heartbeat interval and misses before a silo is declared dead. Default 100 ms × 5
+    /// with a lone master (a slave's hosting lease is then 450 ms from the heartbeat the
+    /// master answered: room for a loaded test machine, failures seen within 0.5 s), and
+    /// 200 ms × 5 with several candidates (the acting master's lease is then 250 ms, from
+    /// beats every 50 ms, so a busy test machine does not depose it).
     pub fn heartbeats(mut self, interval: Duration, missed: u32) -> Self {
-        self.heartbeat_interval = interval;
-        self.missed_heartbeats = missed;
+        self.heartbeats = Some((interval, missed));
         self
     }
 
@@ -182,9 +181,14 @@ impl TestClusterBuilder {
     }
 
     fn membership(&self, base: MembershipConfig) -> MembershipConfig {
+        let (interval, missed) = self.heartbeats.unwrap_or(if self.candidates > 1 {
+            (Duration::from_millis(200), 5)
+        } else {
+            (Duration::from_millis(100), 5)
+        });
         let config = base
-            .with_heartbeat_interval(self.heartbeat_interval)
-            .with_missed_heartbeats(self.missed_heartbeats);
+            .with_heartbeat_interval(interval)
+            .with_missed_heartbeats(missed);
         match &self.cluster_key {
             Some(key) => config.with_cluster_key(key.clone()),
             None => config,

@@ -17,11 +17,17 @@ struct TestStore {
     writes: Mutex<u64>,
     /// How long each write takes (a slow store).
     delay: Mutex<std::time::Duration>,
+    /// The next write is applied but its answer is lost.
+    lose_next_answer: Mutex<bool>,
 }
 
 impl TestStore {
     fn delay_writes(&self, by: std::time::Duration) {
         *self.delay.lock().unwrap() = by;
+    }
+
+    fn lose_next_answer(&self) {
+        *self.lose_next_answer.lock().unwrap() = true;
     }
 }
 
@@ -62,6 +68,9 @@ impl GrainStorage for TestStore {
                 etag: etag.clone(),
             },
         );
+        if std::mem::take(&mut *self.lose_next_answer.lock().unwrap()) {
+            return Err(StorageError::Unavailable("the answer was lost".into()));
+        }
         Ok(etag)
     }
     async fn clear(&self, grain: &GrainId, _expected: Option<&str>) -> Result<(), StorageError> {
@@ -234,4 +243,47 @@ async fn references_carry_the_grain_identity() {
     assert_eq!(other.id(), &GrainId::new("unit.stateless/v1", "42"));
     let _ = Kept;
     let _ = Stateless;
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_but_landed_is_recognised() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "lost");
+    a.load_state().await.unwrap();
+    a.state_mut().n = 1;
+    a.write_state().await.unwrap();
+    // The next write lands, but its answer is lost (the master died after making it
+    // durable): the caller is told the outcome is unknown.
+    a.state_mut().n = 2;
+    store.lose_next_answer();
+    let err = a.write_state().await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)));
+    assert!(a.is_dirty());
+    // The following write meets an etag conflict, recognises its own earlier write, and
+    // goes on from it: no deactivation, nothing lost.
+    a.state_mut().n = 3;
+    a.write_state().await.unwrap();
+    assert!(!a.take_deactivate_request());
+    let stored: KeptState =
+        codec::decode(&store.read(a.id()).await.unwrap().unwrap().data).unwrap();
+    assert_eq!(stored, KeptState { n: 3 });
+}
+
+#[tokio::test]
+async fn a_real_conflict_after_a_lost_answer_is_still_a_conflict() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "contested");
+    a.load_state().await.unwrap();
+    a.state_mut().n = 1;
+    store.lose_next_answer();
+    assert!(a.write_state().await.is_err());
+    // Someone else writes other state meanwhile.
+    let mut b = ctx::<Kept>(&store, "contested");
+    b.load_state().await.unwrap();
+    b.state_mut().n = 42;
+    b.write_state().await.unwrap();
+    a.state_mut().n = 2;
+    let err = a.write_state().await.unwrap_err();
+    assert!(err.is_conflict(), "{err:?}");
+    assert!(a.take_deactivate_request());
 }

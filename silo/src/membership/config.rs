@@ -242,13 +242,16 @@ pub struct Timing {
     /// `h/4`: how long after its lease ran out a slave still counts a store
     /// acknowledgement (less than `dead_after − hosting_lease`).
     pub write_grace: Duration,
-    /// `h/2`: candidates beat each other this often.
+    /// `h/4`: candidates beat each other this often (and a slave whose master went quiet
+    /// looks for the next one this often).
     pub candidate_beat: Duration,
-    /// `m × h/2`: the acting master's lease, from when it sent a beat that a majority
+    /// `m × h/4`: the acting master's lease, from when it sent a beat that a majority
     /// acknowledged.
     pub leader_lease: Duration,
-    /// `leader_lease + h/2`: a candidate that acknowledged a master (or voted) votes for
-    /// no other before this has passed, so a new master never overlaps an old one.
+    /// `leader_lease + h/4`: a candidate that acknowledged a master (or voted) votes for
+    /// no other before this has passed, so a new master never overlaps an old one. A
+    /// failover takes about this long, well within a slave's hosting lease, so slaves
+    /// keep serving through it.
     pub vote_guard: Duration,
     /// `m × h`: after an election, grains no slave has claimed wait this long before the
     /// new master places them (every slave not yet reporting has stopped by then).
@@ -261,7 +264,7 @@ impl Timing {
         let h = params.heartbeat_interval();
         let m = params.missed_heartbeats.max(1);
         let dead_after = h.saturating_mul(m);
-        let candidate_beat = h / 2;
+        let candidate_beat = h / 4;
         let leader_lease = candidate_beat.saturating_mul(m);
         Self {
             heartbeat: h,

@@ -161,6 +161,15 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
+                // A report was accepted: heartbeat at once, so the new master renews the
+                // lease without waiting for the next tick.
+                Ok(()) = self.reported.changed() => {
+                    self.sync_inputs();
+                    let load = *self.load.borrow();
+                    let mut out = Outbox::new();
+                    self.protocol.on_tick(Instant::now(), load, &mut out);
+                    self.finish(out, false).await;
+                }
                 Some(lease) = async { match external.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     let mut out = Outbox::new();
                     self.protocol.on_external(Instant::now(), lease, &mut out);
@@ -183,9 +192,15 @@ impl Driver {
             }
             let wanted = self.protocol.tick_interval();
             if wanted != interval {
-                tracing::debug!(interval = %humantime::format_duration(wanted), "heartbeat interval changed");
+                tracing::debug!(interval = %humantime::format_duration(wanted), "tick interval changed");
+                // Hurrying starts at once; slowing down waits out the current interval.
+                let first = if wanted < interval {
+                    wanted.min(Duration::from_millis(1))
+                } else {
+                    wanted
+                };
                 interval = wanted;
-                ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
             }
         }

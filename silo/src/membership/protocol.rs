@@ -86,12 +86,13 @@ impl Protocol {
         }
     }
 
-    /// How often [`Self::on_tick`] must run: candidates beat twice per heartbeat
-    /// interval; a slave adopts the master's interval.
+    /// How often [`Self::on_tick`] must run: candidates beat four times per heartbeat
+    /// interval; a slave adopts the master's interval (four times faster while its
+    /// master is quiet).
     pub(super) fn tick_interval(&self) -> Duration {
         match self {
             Protocol::Candidate(c) => Timing::new(c.params()).candidate_beat,
-            Protocol::Slave(s) => s.params().heartbeat_interval(),
+            Protocol::Slave(s) => s.tick_interval(),
         }
     }
 
@@ -149,10 +150,10 @@ impl Protocol {
         }
     }
 
-    /// A slave's directory report for `epoch` was accepted.
-    pub(super) fn set_reported(&mut self, epoch: u64) {
+    /// A slave's directory report for admission `admission` was accepted.
+    pub(super) fn set_reported(&mut self, admission: u64) {
         if let Protocol::Slave(s) = self {
-            s.set_reported(epoch);
+            s.set_reported(admission);
         }
     }
 

@@ -24,10 +24,15 @@
 //! again after losing its master, or fenced — the slave must report its grains (none,
 //! after fencing) before the master's answers renew its lease. The admission number is
 //! in the snapshot; the cluster layer sends the report over TCP and tells the state
-//! machine with [`Slave::set_reported`]. The directory keeps a reported grain only if it
-//! already lives on this slave, or while a new master's rebuild window is open, so a
-//! slave that was declared dead while it waited drops grains that may have moved. Packets
-//! from a master of an older epoch than one the slave knows are ignored.
+//! machine with [`Slave::set_reported`].
+//!
+//! A slave keeps its grains across an admission only if its lease never ran out: then no
+//! master can have placed them elsewhere, and it reports them to the new master within
+//! that master's rebuild window (the lease ends before the window does). A slave admitted
+//! after its lease ran out is fenced instead: it drops its grains and reports an empty
+//! silo. The directory, for its part, keeps a reported grain only if it already lives on
+//! that slave or the rebuild window is still open. Packets from a master of an older
+//! epoch than one the slave knows are ignored.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -99,6 +104,9 @@ pub(super) struct Slave {
     fenced: bool,
     /// Hosting state as of the last event or tick (what snapshots show).
     hosting: Hosting,
+    /// The master went quiet (or the lease is not held): tick four times as often, to
+    /// find the next acting master before the lease runs out.
+    hurried: bool,
 }
 
 impl Slave {
@@ -132,6 +140,7 @@ impl Slave {
             reported: 0,
             fenced: false,
             hosting: Hosting::Suspended,
+            hurried: false,
         }
     }
 
@@ -159,9 +168,15 @@ impl Slave {
         self.unjoined.rejected(now, reason);
     }
 
-    /// Current timing (the master's once welcomed).
-    pub(super) fn params(&self) -> ProtocolParams {
-        self.params
+    /// How often to tick: the heartbeat interval, or a quarter of it while the master is
+    /// quiet (a failover may be under way) and the slave was joined.
+    pub(super) fn tick_interval(&self) -> Duration {
+        let timing = self.timing();
+        if self.hurried {
+            timing.candidate_beat
+        } else {
+            timing.heartbeat
+        }
     }
 
     /// True once the master said SHUTDOWN.
@@ -371,8 +386,19 @@ impl Slave {
         }
         if newcomer {
             // A new master, or this one again after we lost it (it may have declared us
-            // dead meanwhile): report what we host before serving it.
-            self.admit();
+            // dead meanwhile): report what we host before serving it. Grains are kept
+            // only under an unbroken lease: once it ran out, a master may have placed
+            // them elsewhere (in this epoch or an earlier one), so they are dropped and
+            // an empty silo is reported.
+            if self.lease_until.is_some_and(|until| now >= until) {
+                tracing::warn!(
+                    "joining the acting master {from} (epoch {epoch}) after this silo's hosting lease ran out: \
+                     its grains may live elsewhere now, dropping them"
+                );
+                self.fence(now);
+            } else {
+                self.admit();
+            }
         }
         self.master_addr = Some(src);
         self.master_seq = seq;
@@ -488,10 +514,11 @@ impl Slave {
                 },
             ));
         }
-        // The master has missed an answer or two: look for a newer one already, so a
+        // The master missed an answer: look for a newer one already (and more often), so a
         // failover completes before the lease runs out.
-        let master_quiet = !self.joined
-            || now.saturating_duration_since(self.last_heard) > timing.heartbeat * 3 / 2;
+        let master_quiet =
+            !self.joined || now.saturating_duration_since(self.last_heard) > timing.heartbeat;
+        self.hurried = self.admission > 0 && (master_quiet || !serving);
         if !serving || master_quiet {
             for addr in self.targets() {
                 if !(self.joined && Some(addr) == self.master_addr) {

@@ -145,6 +145,10 @@ struct Sim {
     leaders: BTreeMap<u64, SiloId>,
     /// What happened, for the report of a failing seed.
     events: Vec<String>,
+    /// Record the fine-grained events too (`GRANARY_SIM_TRACE`).
+    trace: bool,
+    /// Last seen per node: acting epoch, lease end, hosting state (for the trace).
+    seen: Vec<(Option<u64>, Option<Instant>, Hosting)>,
     timing: Timing,
 }
 
@@ -188,6 +192,8 @@ impl Sim {
             duplicate: 0.0,
             leaders: BTreeMap::new(),
             events: Vec::new(),
+            trace: false,
+            seen: Vec::new(),
             timing: candidate(CANDIDATES[0]).timing(),
         }
     }
@@ -202,6 +208,42 @@ impl Sim {
     fn note(&mut self, what: String) {
         let line = format!("{} {what}", self.t());
         self.events.push(line);
+    }
+
+    fn detail(&mut self, what: impl FnOnce() -> String) {
+        if self.trace {
+            let what = what();
+            self.note(what);
+        }
+    }
+
+    /// Traces changes of leadership, leases and hosting.
+    fn trace_changes(&mut self) {
+        if !self.trace {
+            return;
+        }
+        self.seen
+            .resize(self.nodes.len(), (None, None, Hosting::Suspended));
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            let now = (
+                n.acting(self.now),
+                n.protocol.hosting_until(),
+                n.snapshot(self.now).hosting,
+            );
+            if now != self.seen[i] {
+                let port = n.id.udp.port();
+                let gen = n.id.generation;
+                let lease = now
+                    .1
+                    .map(|u| u.saturating_duration_since(self.start).as_millis());
+                self.seen[i] = now;
+                self.note(format!(
+                    "  {port}#{gen}: acting={:?} lease_until={lease:?}ms hosting={:?}",
+                    now.0, now.2
+                ));
+            }
+        }
     }
 
     fn is_candidate(&self, i: usize) -> bool {
@@ -390,10 +432,17 @@ impl Sim {
             let snapshot = self.nodes[m].snapshot(self.now);
             let dir = &self.nodes[m].directory;
             dir.ensure_epoch_at(now, epoch, self.timing.rebuild_window, false);
+            let mut dropped = Vec::new();
             for member in snapshot.members.values() {
                 if member.status != MemberStatus::Active && !member.is_candidate {
-                    dir.remove_silo(silo_addr(&member.id));
+                    let n = dir.remove_silo(silo_addr(&member.id));
+                    if n > 0 {
+                        dropped.push((member.id.udp.port(), n));
+                    }
                 }
+            }
+            for (port, n) in dropped {
+                self.detail(|| format!("  master drops {n} entries of dead {port}"));
             }
             if self
                 .leaders
@@ -439,6 +488,14 @@ impl Sim {
             let admission = snapshot.admission;
             self.nodes[s].reported = admission;
             self.nodes[s].protocol.set_reported(admission);
+            let kept: Vec<u32> = self.nodes[s].hosted.iter().copied().collect();
+            let to = self.nodes[m].id.udp.port();
+            self.detail(|| {
+                format!(
+                    "  {} reports admission {admission} to {to}: keeps {kept:?}",
+                    me.udp.port()
+                )
+            });
             if !rejected.is_empty() {
                 self.note(format!(
                     "{me} reported; {} grain(s) refused",
@@ -487,6 +544,8 @@ impl Sim {
             {
                 if again == owner {
                     self.nodes[s].hosted.insert(g);
+                    let port = self.nodes[s].id.udp.port();
+                    self.detail(|| format!("  {port} activates grain {g}"));
                 }
             }
         }
@@ -535,6 +594,7 @@ impl Sim {
             self.tick_due();
             self.deliver_due();
             self.cluster_layer();
+            self.trace_changes();
             self.check()?;
             self.now += STEP;
         }
@@ -629,7 +689,10 @@ fn env(name: &str, default: u64) -> u64 {
 }
 
 fn explore(seed: u64) {
+    // The directory's placement draws from fastrand's thread-local generator.
+    fastrand::seed(seed);
     let mut sim = Sim::new(seed);
+    sim.trace = std::env::var_os("GRANARY_SIM_TRACE").is_some();
     let run = Duration::from_secs(env("GRANARY_SIM_SECONDS", DEFAULT_SECONDS));
     let result = sim.run(run).and_then(|()| sim.heals());
     if let Err(e) = result {
