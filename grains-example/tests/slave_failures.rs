@@ -5,112 +5,16 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
 use std::time::Duration;
 
-use granary_client::Client;
 use granary_example::{Add, Counter};
-use granary_proto::CallError;
-use support::{bounded, connect, get_counter, Procs, KEY};
+use support::{bounded, connect, get_counter, CounterLoad, Procs, KEY};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------
 // kill -9 of a slave under load
 // ---------------------------------------------------------------------------------------
-
-/// What the load saw for one counter.
-#[derive(Default)]
-struct KeyStats {
-    /// Increments acknowledged with `Ok`.
-    acked: AtomicU64,
-    /// Increments whose outcome is unknown (`Timeout`, `Lost`, or an unexpected error).
-    unknown: AtomicU64,
-}
-
-struct Load {
-    keys: Vec<String>,
-    stats: Vec<KeyStats>,
-    /// Calls that certainly were not delivered (and are simply retried).
-    not_delivered: AtomicU64,
-    /// How many calls ended with each kind of error.
-    errors: Mutex<BTreeMap<String, u64>>,
-    /// Errors other than not-delivered, `Timeout` and `Lost`.
-    unexpected: Mutex<Vec<String>>,
-    /// Replies that contradict the acknowledged history of their counter.
-    violations: Mutex<Vec<String>>,
-    stop: AtomicBool,
-}
-
-impl Load {
-    fn acked(&self, k: usize) -> u64 {
-        self.stats[k].acked.load(Ordering::SeqCst)
-    }
-
-    fn unknown(&self, k: usize) -> u64 {
-        self.stats[k].unknown.load(Ordering::SeqCst)
-    }
-
-    /// Books a failed increment of counter `k`.
-    async fn on_error(&self, k: usize, e: CallError) {
-        match e {
-            CallError::Timeout | CallError::Lost(_) => {
-                self.stats[k].unknown.fetch_add(1, Ordering::SeqCst);
-            }
-            e if e.is_not_delivered() => {
-                self.not_delivered.fetch_add(1, Ordering::SeqCst);
-                // Not delivered (e.g. no directory entry yet): a short pause.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            e => {
-                self.stats[k].unknown.fetch_add(1, Ordering::SeqCst);
-                self.unexpected
-                    .lock()
-                    .unwrap()
-                    .push(format!("{}: {e:?}", self.keys[k]));
-            }
-        }
-    }
-
-    /// One worker: increments its counters (every `workers`-th key) round-robin, one
-    /// call at a time, so it alone writes them and can check every reply.
-    async fn run(self: Arc<Self>, client: Client, worker: usize, workers: usize) {
-        let mine: Vec<usize> = (worker..self.keys.len()).step_by(workers).collect();
-        while !self.stop.load(Ordering::SeqCst) {
-            for &k in &mine {
-                if self.stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let key = &self.keys[k];
-                let stats = &self.stats[k];
-                match client
-                    .grain::<Counter>(key)
-                    .ask(Add(1))
-                    .timeout(Duration::from_secs(2))
-                    .await
-                {
-                    Ok(value) => {
-                        let acked = stats.acked.fetch_add(1, Ordering::SeqCst) + 1;
-                        let unknown = stats.unknown.load(Ordering::SeqCst);
-                        let value = u64::try_from(value).unwrap_or(0);
-                        if value < acked || value > acked + unknown {
-                            self.violations.lock().unwrap().push(format!(
-                                "{key}: Add replied {value} after {acked} acked and {unknown} unknown increments"
-                            ));
-                        }
-                    }
-                    Err(e) => {
-                        let kind = format!("{e:?}");
-                        let kind = kind.split('(').next().unwrap_or_default().to_owned();
-                        *self.errors.lock().unwrap().entry(kind).or_default() += 1;
-                        self.on_error(k, e).await;
-                    }
-                }
-            }
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_dash_nine_of_a_slave_under_load() {
@@ -124,30 +28,12 @@ async fn kill_under_load(procs: &mut Procs) {
     let cluster = procs.start_cluster("", 3, Some(KEY)).await;
     let gateway = procs.ports(cluster.master).tcp;
 
-    let load = Arc::new(Load {
-        keys: (0..KEYS).map(|i| format!("load-{i}")).collect(),
-        stats: (0..KEYS).map(|_| KeyStats::default()).collect(),
-        not_delivered: AtomicU64::new(0),
-        errors: Mutex::new(BTreeMap::new()),
-        unexpected: Mutex::new(Vec::new()),
-        violations: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
+    let load = CounterLoad::new("load", KEYS);
     let load_client = connect(&[gateway]).await;
-    let load_started = Instant::now();
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|w| tokio::spawn(load.clone().run(load_client.clone(), w, WORKERS)))
-        .collect();
-
+    let running = load.start(&load_client, WORKERS);
     // At least a second of load, and every counter placed and acknowledged once.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while load_started.elapsed() < Duration::from_secs(1) || (0..KEYS).any(|k| load.acked(k) == 0) {
-        assert!(
-            Instant::now() < deadline,
-            "the load did not touch every counter"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load.warm_up(Duration::from_secs(1), Duration::from_secs(15))
+        .await;
 
     // The victim: the slave hosting the most counters.
     let placement: Vec<(usize, HashSet<String>)> = cluster
@@ -167,7 +53,7 @@ async fn kill_under_load(procs: &mut Procs) {
         .cloned()
         .unwrap();
     assert!(!lost.is_empty());
-    let acked_before = (0..KEYS).map(|k| load.acked(k)).sum::<u64>();
+    let acked_before = load.acked_total();
 
     procs.kill9(victim);
     let killed = Instant::now();
@@ -214,46 +100,15 @@ async fn kill_under_load(procs: &mut Procs) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    load.stop.store(true, Ordering::SeqCst);
-    for worker in workers {
-        tokio::time::timeout(Duration::from_secs(5), worker)
-            .await
-            .expect("a load worker did not stop")
-            .unwrap();
-    }
+    let load = running.stop().await;
 
     // Every acknowledged increment is still there, and nothing was applied twice.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut lost_acks = Vec::new();
-    let (mut acked, mut unknown) = (0, 0);
-    for (k, key) in load.keys.iter().enumerate() {
-        let value = u64::try_from(get_counter(&probe, key, deadline).await).unwrap();
-        let (a, u) = (load.acked(k), load.unknown(k));
-        acked += a;
-        unknown += u;
-        if value < a || value > a + u {
-            lost_acks.push(format!("{key}: value {value}, acked {a}, unknown {u}"));
-        }
-    }
+    let (acked, unknown) = load.check(&probe, Duration::from_secs(10)).await;
     eprintln!(
         "kill -9 load: {acked} acked increments ({acked_before} before the kill), {unknown} unknown, \
          {} not delivered; errors by kind {:?}",
-        load.not_delivered.load(Ordering::SeqCst),
-        load.errors.lock().unwrap()
-    );
-    assert!(
-        lost_acks.is_empty(),
-        "acked <= value <= acked + unknown violated: {lost_acks:#?}"
-    );
-    let violations = load.violations.lock().unwrap().clone();
-    assert!(
-        violations.is_empty(),
-        "replies contradicting the history: {violations:#?}"
-    );
-    let unexpected = load.unexpected.lock().unwrap().clone();
-    assert!(
-        unexpected.is_empty(),
-        "unexpected call errors: {unexpected:#?}"
+        load.not_delivered(),
+        load.errors()
     );
     for &i in std::iter::once(&cluster.master).chain(&cluster.slaves) {
         if i != victim {

@@ -30,12 +30,15 @@
 // Every test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
+mod load;
 mod procs;
 mod readme;
 
 // Not every test file names every type.
 #[allow(unused_imports)]
-pub use procs::{Cluster, Procs, SiloSpec};
+pub use load::CounterLoad;
+#[allow(unused_imports)]
+pub use procs::{Candidates, Cluster, Procs, SiloSpec};
 #[allow(unused_imports)]
 pub use readme::{flag, fresh_ports, substitute, PortMap};
 
@@ -68,6 +71,7 @@ pub const FLAG_VARS: &[&str] = &[
     "GRANARY_ADVERTISE",
     "GRANARY_ADVERTISE_UDP",
     "GRANARY_MASTER",
+    "GRANARY_PEERS",
     "GRANARY_STORAGE",
     "GRANARY_IDLE_TIMEOUT",
     "GRANARY_HEARTBEAT_INTERVAL",

@@ -85,6 +85,13 @@ pub struct Cluster {
     pub slaves: Vec<usize>,
 }
 
+/// Indices (into [`Procs`]) of master candidates and their slaves.
+#[derive(Debug)]
+pub struct Candidates {
+    pub candidates: Vec<usize>,
+    pub slaves: Vec<usize>,
+}
+
 impl Procs {
     pub fn new(test: &'static str) -> Self {
         let dir = tempfile::Builder::new()
@@ -324,6 +331,13 @@ impl Procs {
         })
     }
 
+    /// How many activations of grains of type `G` process `i` logged (a grain activated
+    /// twice counts twice).
+    pub fn activations<G: Grain>(&self, i: usize) -> usize {
+        let marker = format!("activation: activated grain={}/", G::TYPE_NAME);
+        self.log(i).lines().filter(|l| l.contains(&marker)).count()
+    }
+
     /// Keys of the grains of type `G` that process `i` activated (per its log).
     pub fn activated<G: Grain>(&self, i: usize) -> HashSet<String> {
         let marker = format!("activation: activated grain={}/", G::TYPE_NAME);
@@ -447,6 +461,80 @@ impl Procs {
             self.wait_joined(slave, deadline).await?;
         }
         Ok(cluster)
+    }
+
+    /// Starts `candidates` master candidates (each on its own embedded store, replicated
+    /// among them) and `slaves` slaves that know every candidate, with `key`, on fresh
+    /// ports; waits until every slave has joined.
+    pub async fn start_candidates(
+        &mut self,
+        candidates: usize,
+        slaves: usize,
+        key: Option<&str>,
+        extra: &[&str],
+    ) -> Candidates {
+        let deadline = Instant::now() + START;
+        let ports: Vec<Ports> = (0..candidates).map(|_| free_ports()).collect();
+        let mut cluster = Candidates {
+            candidates: Vec::new(),
+            slaves: Vec::new(),
+        };
+        for (c, mine) in ports.iter().enumerate() {
+            let name = format!("candidate{c}");
+            let mut spec = self.spec(&name, *mine, None, key);
+            let store = format!(
+                "embedded:{}",
+                self.dir.path().join(format!("{name}.redb")).display()
+            );
+            // `spec` gave it the shared store; each candidate keeps its own replica.
+            let at = spec.args.iter().position(|a| a == "--storage").unwrap();
+            spec.args[at + 1] = store;
+            for other in ports.iter().filter(|p| *p != mine) {
+                spec.args
+                    .extend(["--peer".to_owned(), other.udp.to_string()]);
+            }
+            spec.args.extend(extra.iter().map(|a| (*a).to_owned()));
+            cluster.candidates.push(self.spawn(spec));
+        }
+        for s in 0..slaves {
+            let mut spec = self.spec(&format!("slave{s}"), free_ports(), Some(ports[0]), key);
+            for other in &ports[1..] {
+                spec.args
+                    .extend(["--master".to_owned(), other.udp.to_string()]);
+            }
+            spec.args.extend(extra.iter().map(|a| (*a).to_owned()));
+            cluster.slaves.push(self.spawn(spec));
+        }
+        for &slave in &cluster.slaves {
+            self.wait_joined(slave, deadline)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        cluster
+    }
+
+    /// The candidate (an index of `candidates`) that acts as master, as the cluster's
+    /// status says through `client`; waits until one acts, up to `deadline`.
+    pub async fn acting_master(
+        &self,
+        candidates: &[usize],
+        client: &Client,
+        deadline: Instant,
+    ) -> usize {
+        loop {
+            if let Ok(Ok(status)) =
+                tokio::time::timeout(Duration::from_millis(500), client.cluster_status()).await
+            {
+                if let Some(c) = candidates
+                    .iter()
+                    .position(|&i| self.ports(i).tcp == status.master.tcp)
+                {
+                    return c;
+                }
+            }
+            assert!(Instant::now() < deadline, "no candidate acts as master");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts one more slave of `cluster`'s master and waits until it joined.
