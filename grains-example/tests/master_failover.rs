@@ -10,6 +10,11 @@
 //!   back and the cluster serves again;
 //! - every acknowledged increment is there at the end, none applied twice.
 //!
+//! And on MongoDB (every silo shares the store; the candidates elect through a lease
+//! record in it): the acting master and then a second candidate are killed, and the last
+//! candidate standing keeps the cluster serving. Needs `MONGODB_URI`, like
+//! `mongo_cluster.rs` (reported as ignored without it, failing under `CI=true`).
+//!
 //! Helpers: [`support`].
 
 mod support;
@@ -35,7 +40,7 @@ async fn failover(procs: &mut Procs) {
     const KEYS: usize = 30;
     const WORKERS: usize = 4;
     const KILLS: usize = 3;
-    let mut cluster = procs.start_candidates(3, 3, Some(KEY), &[]).await;
+    let mut cluster = procs.start_candidates(3, 3, Some(KEY), None).await;
     let gateways: Vec<_> = cluster
         .slaves
         .iter()
@@ -149,3 +154,75 @@ async fn failover(procs: &mut Procs) {
 
 /// How long a candidate may take to act (or to come back and follow).
 const START_ACT: Duration = Duration::from_secs(15);
+
+#[cfg_attr(
+    not(granary_mongodb),
+    ignore = "SKIPPED: MONGODB_URI not set (see scripts/mongodb-test-server.sh)"
+)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_mongodb_the_last_candidate_standing_serves() {
+    let mut procs = Procs::new("mongo-failover");
+    bounded(Duration::from_secs(150), last_standing(&mut procs)).await;
+}
+
+/// `$MONGODB_URI` with a database of this test's own.
+fn mongodb_database(name: &str) -> String {
+    let uri = std::env::var("MONGODB_URI")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .expect("MONGODB_URI is not set, yet the MongoDB test runs (CI=true or --ignored)");
+    let db = format!("{name}_{}", std::process::id());
+    match uri.split_once('?') {
+        Some((base, query)) => format!("{}/{db}?{query}", base.trim_end_matches('/')),
+        None => format!("{}/{db}", uri.trim_end_matches('/')),
+    }
+}
+
+async fn last_standing(procs: &mut Procs) {
+    const KEYS: usize = 12;
+    let uri = mongodb_database("granary_failover");
+    let mut cluster = procs.start_candidates(3, 2, Some(KEY), Some(&uri)).await;
+    let gateways: Vec<_> = cluster
+        .slaves
+        .iter()
+        .chain(&cluster.candidates)
+        .map(|&i| procs.ports(i).tcp)
+        .collect();
+    let client = connect(&gateways).await;
+    let status = connect(&gateways).await;
+    let load = CounterLoad::new("mf", KEYS);
+    let running = load.start(&client, 3);
+    load.warm_up(Duration::from_secs(1), Duration::from_secs(30))
+        .await;
+    let mut alive = cluster.candidates.clone();
+    for round in 0..2 {
+        let acting = procs
+            .acting_master(&alive, &status, Instant::now() + START_ACT)
+            .await;
+        let victim = alive.remove(acting);
+        procs.kill9(victim);
+        let killed = Instant::now();
+        let now_acting = procs
+            .acting_master(&alive, &status, killed + START_ACT)
+            .await;
+        let elected = killed.elapsed();
+        load.progress(20, Duration::from_secs(30)).await;
+        eprintln!(
+            "MongoDB, kill {round}: {} acts {elected:?} after the kill of {}; {} candidate(s) left",
+            procs.name(alive[now_acting]),
+            procs.name(victim),
+            alive.len()
+        );
+    }
+    assert_eq!(alive.len(), 1, "the last candidate standing acts");
+    let load = running.stop().await;
+    let (acked, unknown) = load.check(&client, Duration::from_secs(30)).await;
+    eprintln!(
+        "MongoDB failover load: {acked} acknowledged, {unknown} unknown; errors {:?}",
+        load.errors()
+    );
+    cluster.candidates = alive;
+    for &i in cluster.slaves.iter().chain(&cluster.candidates) {
+        procs.check_alive(i).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

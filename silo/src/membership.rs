@@ -209,9 +209,13 @@ impl Membership {
         // The socket moves to the membership thread's own runtime.
         let socket = socket.into_std().map_err(MembershipError::Socket)?;
         let mut election = io.election.load().map_err(MembershipError::ElectionState)?;
-        if config.role == SiloRole::Master && !io.election.is_durable() {
+        if config.role == SiloRole::Master
+            && config.election == ElectionMode::Quorum
+            && !io.election.is_durable()
+        {
             // Nothing survives a restart: start from the clock, so a restarted master's
-            // epochs still grow past its previous run's.
+            // epochs still grow past its previous run's. (With a shared store, epochs come
+            // from the lease record there.)
             let floor = SiloId::generation_now();
             if election.epoch < floor {
                 election.epoch = floor;

@@ -463,15 +463,17 @@ impl Procs {
         Ok(cluster)
     }
 
-    /// Starts `candidates` master candidates (each on its own embedded store, replicated
-    /// among them) and `slaves` slaves that know every candidate, with `key`, on fresh
-    /// ports; waits until every slave has joined.
+    /// Starts `candidates` master candidates and `slaves` slaves that know every
+    /// candidate, with `key`, on fresh ports; waits until every slave has joined. Each
+    /// candidate keeps its own embedded store, replicated among them — or, with
+    /// `shared`, every silo uses that store (a `mongodb://` URI: the candidates then
+    /// elect through a lease in it).
     pub async fn start_candidates(
         &mut self,
         candidates: usize,
         slaves: usize,
         key: Option<&str>,
-        extra: &[&str],
+        shared: Option<&str>,
     ) -> Candidates {
         let deadline = Instant::now() + START;
         let ports: Vec<Ports> = (0..candidates).map(|_| free_ports()).collect();
@@ -486,14 +488,13 @@ impl Procs {
                 "embedded:{}",
                 self.dir.path().join(format!("{name}.redb")).display()
             );
-            // `spec` gave it the shared store; each candidate keeps its own replica.
+            // `spec` gave it the test's store; each candidate keeps its own replica.
             let at = spec.args.iter().position(|a| a == "--storage").unwrap();
-            spec.args[at + 1] = store;
+            spec.args[at + 1] = shared.map_or(store, str::to_owned);
             for other in ports.iter().filter(|p| *p != mine) {
                 spec.args
                     .extend(["--peer".to_owned(), other.udp.to_string()]);
             }
-            spec.args.extend(extra.iter().map(|a| (*a).to_owned()));
             cluster.candidates.push(self.spawn(spec));
         }
         for s in 0..slaves {
@@ -502,7 +503,10 @@ impl Procs {
                 spec.args
                     .extend(["--master".to_owned(), other.udp.to_string()]);
             }
-            spec.args.extend(extra.iter().map(|a| (*a).to_owned()));
+            if let Some(shared) = shared {
+                spec.args
+                    .extend(["--storage".to_owned(), shared.to_owned()]);
+            }
             cluster.slaves.push(self.spawn(spec));
         }
         for &slave in &cluster.slaves {
