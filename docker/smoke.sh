@@ -4,7 +4,7 @@
 #
 #   docker/smoke.sh            # from anywhere; builds the image, exit 0 on success
 #
-# It builds the image, starts MongoDB + master + 3 slaves under a separate compose project
+# It builds the image, starts MongoDB + 3 master candidates + 3 slaves under a separate compose project
 # ("granary-smoke", so a running dev cluster and its data are untouched), waits for the
 # one-shot demo-client to finish, and returns demo-client's exit code. The project, its
 # containers and its volumes are removed on exit, pass or fail.

@@ -33,6 +33,7 @@
 mod load;
 mod procs;
 mod readme;
+pub mod walkthrough;
 
 // Not every test file names every type.
 #[allow(unused_imports)]
