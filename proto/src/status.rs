@@ -157,18 +157,21 @@ impl SiloState {
 /// A silo's role, on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RoleKind {
-    /// Keeps the directory (and by default the store).
+    /// The acting master: keeps the directory (and by default the store).
     Master,
     /// Hosts grains.
     Slave,
+    /// A master candidate that follows the acting master, ready to take over.
+    Standby,
 }
 
 impl RoleKind {
-    /// `master` or `slave`.
+    /// `master`, `slave` or `standby`.
     pub fn as_str(self) -> &'static str {
         match self {
             RoleKind::Master => "master",
             RoleKind::Slave => "slave",
+            RoleKind::Standby => "standby",
         }
     }
 }

@@ -20,13 +20,15 @@ use tokio::time::Instant;
 use super::events::{EventLog, EVENT_LOG_CAPACITY};
 use super::process;
 use crate::catalog::Catalog;
-use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
+use crate::membership::{Hosting, MemberInfo, MemberStatus, MembershipSnapshot, SiloRole};
 
 impl StatusSource {
     /// A slave's way to the cluster status: the master's answer.
     async fn ask_master(&self, peers: &Peers) -> Result<ClusterStatus, CallError> {
         let master = self.master().ok_or_else(|| {
-            CallError::Unreachable("this slave has not joined a master yet".into())
+            CallError::Unreachable(
+                "no acting master known yet (joining, or an election runs)".into(),
+            )
         })?;
         let deadline = Instant::now() + STATUS_TIMEOUT * 3;
         match peers
@@ -61,10 +63,12 @@ pub(crate) struct StatusSource {
     pub(crate) events: Arc<EventLog>,
 }
 
-fn role_kind(role: SiloRole) -> RoleKind {
-    match role {
-        SiloRole::Master => RoleKind::Master,
-        SiloRole::Slave => RoleKind::Slave,
+/// The role a member plays now: the acting master, a standby candidate, or a slave.
+fn role_of(member: &MemberInfo) -> RoleKind {
+    match (member.is_master, member.is_candidate) {
+        (true, _) => RoleKind::Master,
+        (false, true) => RoleKind::Standby,
+        (false, false) => RoleKind::Slave,
     }
 }
 
@@ -126,7 +130,11 @@ impl StatusSource {
         hot.truncate(HOT_GRAINS);
         SiloStatus {
             id: self.me,
-            role: role_kind(self.role),
+            role: match self.role {
+                SiloRole::Slave => RoleKind::Slave,
+                SiloRole::Master if self.membership.borrow().is_acting_master() => RoleKind::Master,
+                SiloRole::Master => RoleKind::Standby,
+            },
             state: self.state(),
             uptime_ms: millis(self.started.elapsed()),
             activations: grain_types.iter().map(|t| t.activations).sum(),
@@ -147,11 +155,7 @@ impl StatusSource {
             .values()
             .map(|m| MemberView {
                 id: m.id,
-                role: if m.is_master {
-                    RoleKind::Master
-                } else {
-                    RoleKind::Slave
-                },
+                role: role_of(m),
                 state: match m.status {
                     MemberStatus::Active => SiloState::Active,
                     MemberStatus::ShuttingDown => SiloState::Leaving,
@@ -168,16 +172,17 @@ impl StatusSource {
         self.membership.borrow().master
     }
 
-    /// The whole cluster: assembled here on the master (its own report plus every live
-    /// slave's, asked in parallel through `peers`); asked of the master on a slave.
+    /// The whole cluster: assembled here on the acting master (its own report plus every
+    /// live slave's and standby's, asked in parallel through `peers`); asked of the acting
+    /// master elsewhere.
     pub(crate) async fn cluster_status(&self, peers: &Peers) -> Result<ClusterStatus, CallError> {
-        if self.role != SiloRole::Master {
+        if !self.membership.borrow().is_acting_master() {
             return self.ask_master(peers).await;
         }
         let slaves: Vec<SiloId> = {
             let snapshot = self.membership.borrow();
             snapshot
-                .active_slaves()
+                .active_members()
                 .map(|m| m.id)
                 .filter(|id| *id != self.me)
                 .collect()

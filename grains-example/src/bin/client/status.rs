@@ -184,6 +184,7 @@ fn silos(view: &View<'_>) -> Table {
 /// report is stale).
 fn last_heard(member: &MemberView, figure: u64) -> String {
     if member.state == SiloState::Active && member.role == RoleKind::Slave {
+        // Only slaves report load in heartbeats.
         figure.to_string()
     } else {
         "-".into()

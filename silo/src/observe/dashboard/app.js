@@ -476,10 +476,11 @@ function boot() {
     return;
   }
   if (!data) return;
-  if (data.viewer && data.viewer.role === 'Slave') {
+  if (data.viewer && (data.viewer.role === 'Slave' || data.viewer.role === 'Standby')) {
     const v = $('viewer');
-    v.textContent = `This page is served by slave ${data.viewer.id.tcp}, which asks the master for what it shows. ` +
-      'The master serves this dashboard on its own --http port.';
+    const who = data.viewer.role === 'Slave' ? 'slave' : 'standby master candidate';
+    v.textContent = `This page is served by ${who} ${data.viewer.id.tcp}, which asks the acting master for what it shows. ` +
+      'Any silo given --http serves it.';
     v.hidden = false;
   }
   if (data.status) onStatus(data.status);
