@@ -65,6 +65,18 @@ struct Slot {
     stop: CancellationToken,
 }
 
+/// What one attempt at delivery did.
+enum Now {
+    /// In the mailbox.
+    Delivered,
+    /// Not active here, and not to be activated: the envelope, back.
+    NotActive(Box<Envelope>),
+    /// The mailbox is full: the envelope back, and the mailbox to wait on.
+    Full(Box<Envelope>, MailboxSender),
+    /// Not delivered; the envelope's call has been failed with this error.
+    Failed(CallError),
+}
+
 /// Hosts the activations of one grain type.
 pub struct Dispatcher {
     /// The registered type.
@@ -157,36 +169,13 @@ impl Dispatcher {
     ) -> Result<Option<Envelope>, CallError> {
         let mut envelope = Box::new(envelope);
         loop {
-            let sender = {
-                let mut table = self.table();
-                if self.shared.closing.load(Ordering::Acquire) {
-                    drop(table);
-                    envelope.reply.fail(CallError::ShuttingDown);
-                    return Err(CallError::ShuttingDown);
-                }
-                match table.get(&envelope.target.key) {
-                    Some(slot) => match slot.sender.try_send(envelope) {
-                        Ok(()) => return Ok(None),
-                        Err(TrySendError::Full(back)) => {
-                            envelope = back;
-                            slot.sender.clone()
-                        }
-                        Err(TrySendError::Closed(back)) => {
-                            // The task ended without retiring (it cannot, normally).
-                            envelope = back;
-                            table.remove(&envelope.target.key);
-                            continue;
-                        }
-                    },
-                    None if !activate => return Ok(Some(*envelope)),
-                    None => {
-                        let key = envelope.target.key.clone();
-                        let slot = self.activate(envelope.target.clone());
-                        let sent = slot.sender.try_send(envelope);
-                        table.insert(key, slot);
-                        debug_assert!(sent.is_ok(), "a fresh mailbox has room");
-                        return Ok(None);
-                    }
+            let sender = match self.deliver_now(envelope, activate) {
+                Now::Delivered => return Ok(None),
+                Now::NotActive(back) => return Ok(Some(*back)),
+                Now::Failed(err) => return Err(err),
+                Now::Full(back, sender) => {
+                    envelope = back;
+                    sender
                 }
             };
             match tokio::time::timeout_at(deadline, sender.send(envelope)).await {
@@ -195,6 +184,54 @@ impl Dispatcher {
                 Ok(Err(mpsc::error::SendError(back))) => envelope = back,
                 Err(_) => return Err(CallError::MailboxFull),
             }
+        }
+    }
+
+    /// [`Dispatcher::deliver`] without waiting: `Ok(Some)` hands the envelope back when
+    /// the mailbox is full (or, without `activate`, the grain is not active here).
+    pub(crate) fn try_deliver(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        activate: bool,
+    ) -> Result<Option<Envelope>, CallError> {
+        match self.deliver_now(Box::new(envelope), activate) {
+            Now::Delivered => Ok(None),
+            Now::NotActive(back) | Now::Full(back, _) => Ok(Some(*back)),
+            Now::Failed(err) => Err(err),
+        }
+    }
+
+    /// One attempt at delivery under the table's lock: the double-checked
+    /// get-or-create, then a `try_send` into the mailbox.
+    fn deliver_now(self: &Arc<Self>, mut envelope: Box<Envelope>, activate: bool) -> Now {
+        let mut table = self.table();
+        if self.shared.closing.load(Ordering::Acquire) {
+            drop(table);
+            envelope.reply.fail(CallError::ShuttingDown);
+            return Now::Failed(CallError::ShuttingDown);
+        }
+        loop {
+            return match table.get(&envelope.target.key) {
+                Some(slot) => match slot.sender.try_send(envelope) {
+                    Ok(()) => Now::Delivered,
+                    Err(TrySendError::Full(back)) => Now::Full(back, slot.sender.clone()),
+                    Err(TrySendError::Closed(back)) => {
+                        // The task ended without retiring (it cannot, normally).
+                        envelope = back;
+                        table.remove(&envelope.target.key);
+                        continue;
+                    }
+                },
+                None if !activate => Now::NotActive(envelope),
+                None => {
+                    let key = envelope.target.key.clone();
+                    let slot = self.activate(envelope.target.clone());
+                    let sent = slot.sender.try_send(envelope);
+                    table.insert(key, slot);
+                    debug_assert!(sent.is_ok(), "a fresh mailbox has room");
+                    Now::Delivered
+                }
+            };
         }
     }
 
