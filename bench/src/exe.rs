@@ -2,6 +2,9 @@
 //! another (the `silo` it starts as child processes, or `all` running every benchmark)
 //! builds it first with the same profile and target directory, so one command works
 //! from a clean checkout and never runs a stale binary.
+//!
+//! With `GRANARY_BENCH_PREBUILT=1` nothing is built: the siblings are used as they are
+//! (for A/B runs of copies of the binaries built from two commits).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +17,12 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe().context("locating the running benchmark")?;
     let dir = me.parent().context("the benchmark has no directory")?;
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if std::env::var_os("GRANARY_BENCH_PREBUILT").is_some() {
+        if !path.is_file() {
+            bail!("GRANARY_BENCH_PREBUILT is set, but {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
     // <target>/<profile>/<exe>: build into the same <target> with the same profile.
     let target = dir
         .parent()

@@ -15,6 +15,8 @@ use tokio::task::JoinHandle;
 pub(crate) const ACTORS: usize = 256;
 /// Actors the tells go round-robin to.
 pub(crate) const TELL_ACTORS: usize = 100;
+/// Quiet time before the live heap of spawned actors is read.
+pub(crate) const IDLE_WAIT: Duration = Duration::from_millis(250);
 
 /// A system under test: the same echo/count actor, and how to call it.
 ///
@@ -166,7 +168,8 @@ pub(crate) async fn allocations<P: Peer>(p: Arc<P>, n: u64) -> (f64, f64) {
 }
 
 /// `concurrency` tasks spawn `n` fresh actors between them, each completing one ask:
-/// (actors/s, live heap bytes per actor while all are alive).
+/// (actors/s, live heap bytes per actor while all are alive and idle, read after
+/// [`IDLE_WAIT`]).
 pub(crate) async fn spawn_many<P: Peer>(p: Arc<P>, n: usize, concurrency: usize) -> (f64, f64) {
     p.spawn_begin().await;
     let next = Arc::new(AtomicUsize::new(0));
@@ -197,6 +200,9 @@ pub(crate) async fn spawn_many<P: Peer>(p: Arc<P>, n: usize, concurrency: usize)
         held.push(t.await.expect("spawner"));
     }
     let elapsed = start.elapsed();
+    // Idle memory: what the actors hold once they have been quiet for a moment (Granary
+    // gives back a quiet activation's turn box after 100 ms).
+    tokio::time::sleep(IDLE_WAIT).await;
     let (_, heap) = count_stop();
     let all: Vec<P::Actor> = held.into_iter().flatten().collect();
     p.spawn_end(all).await;
