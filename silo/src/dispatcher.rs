@@ -86,7 +86,7 @@ pub struct Dispatcher {
     /// Mailbox capacity of each activation.
     mailbox_capacity: usize,
     /// Live activations by key.
-    activations: Mutex<HashMap<String, Slot>>,
+    activations: Mutex<HashMap<Arc<str>, Slot>>,
     /// Silo-wide shared parts.
     shared: Arc<HostShared>,
     /// This dispatcher, for handing itself to new activations from `&self`.
@@ -154,7 +154,7 @@ impl Dispatcher {
         self.idle_timeout
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Slot>> {
         self.activations.lock().expect("dispatcher table poisoned")
     }
 
@@ -329,7 +329,7 @@ impl Dispatcher {
 
     /// The keys of every live activation, for a directory report.
     pub fn keys(&self) -> Vec<String> {
-        self.table().keys().cloned().collect()
+        self.table().keys().map(|k| k.to_string()).collect()
     }
 
     /// Current load figures.
@@ -339,7 +339,7 @@ impl Dispatcher {
         let grains: Vec<GrainStats> = table
             .iter()
             .map(|(key, slot)| GrainStats {
-                key: key.clone(),
+                key: key.to_string(),
                 messages: slot.stats.messages(),
                 message_rate: slot.stats.message_rate(),
                 queue_depth: slot.sender.max_capacity() - slot.sender.capacity(),
