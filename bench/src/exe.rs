@@ -19,7 +19,10 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     if std::env::var_os("GRANARY_BENCH_PREBUILT").is_some() {
         if !path.is_file() {
-            bail!("GRANARY_BENCH_PREBUILT is set, but {} does not exist", path.display());
+            bail!(
+                "GRANARY_BENCH_PREBUILT is set, but {} does not exist",
+                path.display()
+            );
         }
         return Ok(path);
     }

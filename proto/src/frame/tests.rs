@@ -305,7 +305,10 @@ fn byte_fields_encode_as_the_derived_vec_form() {
     let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
     for reply in [Ok(payload.clone()), Err(CallError::Timeout)] {
         let ours = codec::encode(&Response::Grain(reply.clone())).unwrap();
-        assert_eq!(ours, codec::encode(&PlainResponse::Grain(reply.clone())).unwrap());
+        assert_eq!(
+            ours,
+            codec::encode(&PlainResponse::Grain(reply.clone())).unwrap()
+        );
         assert_eq!(
             codec::decode::<Response>(&ours).unwrap(),
             Response::Grain(reply)

@@ -137,7 +137,10 @@ async fn bench(
         )
         .await
     {
-        Ok(Response::Directory(Ok(Some(owner)))) if owner.addr == slave => {}
+        Ok(Response::Directory {
+            result: Ok(Some(owner)),
+            ..
+        }) if owner.addr == slave => {}
         other => bail!("counter c0 is not placed on the slave: {other:?}"),
     }
     gateway.close().await;

@@ -66,7 +66,10 @@ impl GranaryClient {
             .await;
         gateway.close().await;
         match answer {
-            Ok(Response::Directory(Ok(Some(owner)))) if owner.addr == slave => {}
+            Ok(Response::Directory {
+                result: Ok(Some(owner)),
+                ..
+            }) if owner.addr == slave => {}
             other => bail!("echo grain e0 is not placed on the slave: {other:?}"),
         }
         Ok(GranaryClient { client, grains })
