@@ -56,3 +56,15 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     }
     Ok(path)
 }
+
+/// A benchmark's exit: success, or the error (with its causes) on stderr and a failure
+/// code.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -298,13 +298,7 @@ async fn bench(
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    granary_bench::exe::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
