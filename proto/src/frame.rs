@@ -94,6 +94,7 @@ pub struct GrainCall {
     /// The message's stable wire name.
     pub message: String,
     /// The message, encoded by [`crate::codec`].
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
     /// What is left of the caller's timeout when the call was sent, in milliseconds, so
     /// the receiver does not work on calls whose caller has given up.
@@ -223,7 +224,7 @@ pub enum Request {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Result of [`Request::Grain`]: the encoded reply, or why the call failed.
-    Grain(Result<Vec<u8>, CallError>),
+    Grain(#[serde(with = "grain_reply")] Result<Vec<u8>, CallError>),
     /// Result of a directory request: the (winning) address, if any, and the epoch of
     /// the master that answered (callers ignore answers older than what they know).
     Directory {
@@ -253,6 +254,31 @@ pub enum Response {
     SiloStatus(Box<SiloStatus>),
     /// Answer to [`Request::ClusterStatus`].
     ClusterStatus(Result<Box<ClusterStatus>, CallError>),
+}
+
+/// The encoded reply of a grain call as one byte string: the same bytes on the wire as
+/// `Result<Vec<u8>, CallError>`'s derived form, without a serializer call per byte.
+mod grain_reply {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    use crate::CallError;
+
+    pub(super) fn serialize<S: Serializer>(
+        reply: &Result<Vec<u8>, CallError>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        reply
+            .as_ref()
+            .map(|bytes| Bytes::new(bytes))
+            .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Vec<u8>, CallError>, D::Error> {
+        Ok(Result::<ByteBuf, CallError>::deserialize(deserializer)?.map(ByteBuf::into_vec))
+    }
 }
 
 /// A storage failure as it crosses the wire; mirrors the runtime's `StorageError`

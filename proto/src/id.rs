@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -9,17 +10,20 @@ use serde::{Deserialize, Serialize};
 ///
 /// A grain always exists logically; the id is all a caller needs to reach it.
 /// The type name is the grain's `TYPE_NAME` (a stable wire name), never a Rust path.
+/// Cloning never allocates: the type name is usually static and the key is shared
+/// (every in-process call carries a copy of its target's id). On the wire the key is a
+/// plain string.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GrainId {
     /// Registered wire name of the grain type, e.g. `"example.counter/v1"`.
     pub type_name: Cow<'static, str>,
     /// Key within the type, e.g. a user name.
-    pub key: String,
+    pub key: Arc<str>,
 }
 
 impl GrainId {
     /// Builds an id from a static type name (the common, allocation-free case).
-    pub fn new(type_name: &'static str, key: impl Into<String>) -> Self {
+    pub fn new(type_name: &'static str, key: impl Into<Arc<str>>) -> Self {
         Self {
             type_name: Cow::Borrowed(type_name),
             key: key.into(),
@@ -30,7 +34,7 @@ impl GrainId {
     pub fn from_parts(type_name: String, key: String) -> Self {
         Self {
             type_name: Cow::Owned(type_name),
-            key,
+            key: key.into(),
         }
     }
 }

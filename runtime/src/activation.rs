@@ -26,10 +26,10 @@ use granary_proto::frame::TraceContext;
 use granary_proto::{codec, CallError, GrainId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 
-use crate::envelope::{Body, Envelope, ReplyKind, ReplyValue};
+use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::lease::HostingLease;
 use crate::router::Router;
@@ -212,18 +212,37 @@ enum Exit {
     Panicked,
 }
 
-/// Runs one message on a grain: decode or unbox it, call the handler, shape the reply.
+/// The grain instance and its context: owned by the turn loop between turns, moved into
+/// each turn's future and handed back by it, so that future borrows nothing and its
+/// allocation can be reused from one turn to the next (see [`TurnFuture`]).
+pub struct Live<G: Grain> {
+    grain: G,
+    ctx: GrainContext<G>,
+}
+
+impl<G: Grain> fmt::Debug for Live<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Live")
+            .field("ctx", &self.ctx)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a turn's future returns: the grain back, and the call's result.
+pub type TurnOutput<G> = (Box<Live<G>>, Result<ReplyValue, CallError>);
+
+/// The box an activation runs its turns in. A turn of the same message type as the
+/// last one reuses the allocation (same future layout), so a busy grain allocates no
+/// future of its own per message.
+pub type TurnFuture<G> = ReusableBoxFuture<'static, TurnOutput<G>>;
+
+/// Starts one message on a grain: stores into `slot` the future that decodes or
+/// unboxes it, calls the handler and shapes the reply.
 ///
 /// The handler runs inside `span` with `trace` as the context of the calls it makes;
-/// both live in the returned box, so an idle activation's task stays small.
-pub type HandleFn<G> = for<'a> fn(
-    &'a mut G,
-    &'a mut GrainContext<G>,
-    Body,
-    ReplyKind,
-    TraceContext,
-    tracing::Span,
-) -> BoxFuture<'a, Result<ReplyValue, CallError>>;
+/// both live in the turn's future, so an idle activation's task stays small.
+pub type HandleFn<G> =
+    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyKind, TraceContext, tracing::Span);
 
 /// One row of a grain type's handler table.
 pub struct HandlerEntry<G: Grain> {
@@ -252,35 +271,45 @@ impl<G: Grain> fmt::Debug for HandlerEntry<G> {
     }
 }
 
-fn handle_message<'a, G: Handler<M>, M: Message>(
-    grain: &'a mut G,
-    ctx: &'a mut GrainContext<G>,
+fn handle_message<G: Handler<M>, M: Message>(
+    slot: &mut TurnFuture<G>,
+    mut live: Box<Live<G>>,
     body: Body,
     kind: ReplyKind,
     trace: TraceContext,
     span: tracing::Span,
-) -> BoxFuture<'a, Result<ReplyValue, CallError>> {
-    Box::pin(
+) {
+    slot.set(
         crate::trace::scoped(trace, async move {
-            let msg: M = match body {
-                Body::Local { value, .. } => *value
-                    .downcast::<M>()
-                    .map_err(|_| CallError::Codec("message type mismatch".into()))?,
-                Body::Encoded { bytes, .. } => {
-                    codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
-                }
-            };
-            let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
-            match kind {
-                ReplyKind::None => Ok(ReplyValue::None),
-                ReplyKind::Local => Ok(ReplyValue::Local(Box::new(reply))),
-                ReplyKind::Encoded => codec::encode(&reply)
-                    .map(ReplyValue::Encoded)
-                    .map_err(|e| CallError::Codec(e.to_string())),
-            }
+            let result = call_handler::<G, M>(&mut live, body, kind).await;
+            (live, result)
         })
         .instrument(span),
-    )
+    );
+}
+
+async fn call_handler<G: Handler<M>, M: Message>(
+    live: &mut Live<G>,
+    body: Body,
+    kind: ReplyKind,
+) -> Result<ReplyValue, CallError> {
+    let msg: M = match body {
+        Body::Local { value, .. } => value
+            .downcast::<M>()
+            .map_err(|_| CallError::Codec("message type mismatch".into()))?,
+        Body::Encoded { bytes, .. } => {
+            codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
+        }
+    };
+    let Live { grain, ctx } = live;
+    let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
+    match kind {
+        ReplyKind::None => Ok(ReplyValue::None),
+        ReplyKind::Local => Ok(ReplyValue::Local(LocalValue::new(reply))),
+        ReplyKind::Encoded => codec::encode(&reply)
+            .map(ReplyValue::Encoded)
+            .map_err(|e| CallError::Codec(e.to_string())),
+    }
 }
 
 /// Maps a handler's error to the call error the caller sees.
@@ -297,6 +326,10 @@ pub fn spawn_activation<G: Grain>(args: ActivationArgs, handlers: &'static [Hand
     host.spawn(Box::pin(run::<G>(args, handlers)));
 }
 
+/// How long an activation keeps its turn box (see [`TurnFuture`]) after its last
+/// message: a busy grain reuses it, an idle one gives the memory back.
+const TURN_BOX_KEPT: Duration = Duration::from_millis(100);
+
 async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>]) {
     let ActivationArgs {
         id,
@@ -311,45 +344,33 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         observer,
         lease,
     } = args;
-    let mut ctx = GrainContext::<G>::new(id.clone(), storage, router.clone(), lease.clone());
-
-    let activated = AssertUnwindSafe(async {
-        ctx.load_state()
-            .await
-            .map_err(|e| CallError::ActivationFailed(format!("reading state: {e}")))?;
-        G::on_activate(&mut ctx)
-            .await
-            .map_err(|e| CallError::ActivationFailed(e.to_string()))
-    })
-    .catch_unwind()
-    .await
-    .unwrap_or_else(|panic| {
-        Err(CallError::ActivationFailed(format!(
-            "on_activate panicked: {}",
-            panic_message(&*panic)
-        )))
-    });
-    let mut grain = match activated {
-        Ok(grain) => grain,
+    // Activation and deactivation run once each: boxed, so their state does not enlarge
+    // the task that every idle activation keeps.
+    let ctx = GrainContext::<G>::new(id.clone(), storage, router.clone(), lease.clone());
+    let live = match Box::pin(activate(ctx)).await {
+        Ok(live) => live,
         Err(err) => {
             tracing::warn!(grain = %id, error = %err, "activation failed");
-            host.release(&id).await;
-            host.retire(
+            Box::pin(fail_activation(
+                &*host,
                 &id,
                 activation_id,
                 &mut mailbox,
-                Leftovers::Fail(err.clone()),
-            );
-            while let Some(envelope) = mailbox.recv().await {
-                envelope.reply.fail(err.clone());
-            }
+                err,
+            ))
+            .await;
             return;
         }
     };
     tracing::trace!(grain = %id, "activated");
+    // `None` only after a handler panicked (the grain went down with its turn).
+    let mut live = Some(live);
+    let mut slot: TurnFuture<G> = ReusableBoxFuture::new(std::future::pending());
+    let mut slot_kept = false;
 
     let mut window = (Instant::now(), 0u64);
     let mut last_active = Instant::now();
+    // Fires at the idle timeout, and earlier to free the turn box of a quiet grain.
     let idle = tokio::time::sleep(idle_timeout);
     tokio::pin!(idle);
     // Built once: re-creating `cancelled()` per turn costs several lock operations.
@@ -358,7 +379,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     // A message taken from the mailbox while the silo's lease had run out: it waits for
     // a renewal, and goes to the next activation if this one stops first.
     let mut held: Option<Box<Envelope>> = None;
-    let exit = 'outer: loop {
+    let exit = loop {
         let exit = loop {
             tokio::select! {
                 biased;
@@ -374,53 +395,49 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                         }
                         envelope = held.take().expect("held just above");
                     }
-                    let panicked =
-                        turn(&mut grain, &mut ctx, handlers, *envelope, observer.as_ref()).await;
+                    let taken = live.take().expect("the grain is live between turns");
+                    live = turn(taken, &mut slot, handlers, *envelope, observer.as_ref()).await;
                     last_active = Instant::now();
                     stats.record_turn(last_active, &mut window);
-                    if panicked {
+                    let Some(current) = live.as_mut() else {
                         break Exit::Panicked;
+                    };
+                    if !slot_kept {
+                        slot_kept = true;
+                        idle.as_mut().reset((last_active + TURN_BOX_KEPT).min(last_active + idle_timeout));
                     }
-                    if ctx.take_deactivate_request() {
+                    if current.ctx.take_deactivate_request() {
                         break Exit::Requested;
                     }
                 }
                 () = &mut idle => {
+                    let now = Instant::now();
+                    if slot_kept && now >= last_active + TURN_BOX_KEPT {
+                        slot.set(std::future::pending());
+                        slot_kept = false;
+                    }
                     let due = last_active + idle_timeout;
-                    if Instant::now() >= due {
+                    if now >= due {
                         break Exit::Idle;
                     }
-                    idle.as_mut().reset(due);
+                    let next = if slot_kept { (last_active + TURN_BOX_KEPT).min(due) } else { due };
+                    idle.as_mut().reset(next);
                 }
             }
         };
-        if exit == Exit::Panicked || (exit == Exit::Stop && stats.discarded()) {
+        let Some(current) = live.as_deref_mut() else {
+            break exit;
+        };
+        if exit == Exit::Stop && stats.discarded() {
             break exit;
         }
-        match AssertUnwindSafe(grain.on_deactivate(&mut ctx))
-            .catch_unwind()
-            .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(grain = %id, error = %e, "on_deactivate failed"),
-            Err(p) => {
-                tracing::error!(grain = %id, panic = panic_message(&*p), "on_deactivate panicked")
-            }
+        if Box::pin(deactivate(current, exit, &id)).await {
+            break exit;
         }
-        if ctx.needs_final_write() {
-            if let Err(e) = ctx.write_state().await {
-                if exit == Exit::Idle && !e.is_conflict() {
-                    // Keep the only copy of the state in memory rather than lose it; try
-                    // again at the next idle timeout.
-                    tracing::warn!(grain = %id, error = %e, "state write failed; staying active");
-                    last_active = Instant::now();
-                    idle.as_mut().reset(last_active + idle_timeout);
-                    continue 'outer;
-                }
-                tracing::error!(grain = %id, error = %e, "state write at deactivation failed");
-            }
-        }
-        break exit;
+        // Keep the only copy of the state in memory rather than lose it; try again at
+        // the next idle timeout.
+        last_active = Instant::now();
+        idle.as_mut().reset(last_active + idle_timeout);
     };
     tracing::trace!(grain = %id, reason = ?exit, "deactivated");
 
@@ -438,35 +455,101 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     }
 }
 
-/// Runs one message. Returns true if the handler panicked.
+/// Loads the state and runs `on_activate`: the live grain, or why it could not start.
+async fn activate<G: Grain>(mut ctx: GrainContext<G>) -> Result<Box<Live<G>>, CallError> {
+    let activated = AssertUnwindSafe(async {
+        ctx.load_state()
+            .await
+            .map_err(|e| CallError::ActivationFailed(format!("reading state: {e}")))?;
+        G::on_activate(&mut ctx)
+            .await
+            .map_err(|e| CallError::ActivationFailed(e.to_string()))
+    })
+    .catch_unwind()
+    .await
+    .unwrap_or_else(|panic| {
+        Err(CallError::ActivationFailed(format!(
+            "on_activate panicked: {}",
+            panic_message(&*panic)
+        )))
+    });
+    activated.map(|grain| Box::new(Live { grain, ctx }))
+}
+
+/// An activation that could not start: fails what is queued and what still arrives.
+async fn fail_activation(
+    host: &dyn ActivationHost,
+    id: &GrainId,
+    activation_id: u64,
+    mailbox: &mut Mailbox,
+    err: CallError,
+) {
+    host.release(id).await;
+    host.retire(id, activation_id, mailbox, Leftovers::Fail(err.clone()));
+    while let Some(envelope) = mailbox.recv().await {
+        envelope.reply.fail(err.clone());
+    }
+}
+
+/// Runs `on_deactivate` and writes dirty state before the activation leaves (`exit`
+/// says why). False when an idle grain must stay: its state could not be written.
+async fn deactivate<G: Grain>(live: &mut Live<G>, exit: Exit, id: &GrainId) -> bool {
+    let Live { grain, ctx } = live;
+    match AssertUnwindSafe(grain.on_deactivate(ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(grain = %id, error = %e, "on_deactivate failed"),
+        Err(p) => {
+            tracing::error!(grain = %id, panic = panic_message(&*p), "on_deactivate panicked")
+        }
+    }
+    if ctx.needs_final_write() {
+        if let Err(e) = ctx.write_state().await {
+            if exit == Exit::Idle && !e.is_conflict() {
+                tracing::warn!(grain = %id, error = %e, "state write failed; staying active");
+                return false;
+            }
+            tracing::error!(grain = %id, error = %e, "state write at deactivation failed");
+        }
+    }
+    true
+}
+
+/// Runs one message in `slot`. Returns the grain, or `None` if the handler panicked.
 async fn turn<G: Grain>(
-    grain: &mut G,
-    ctx: &mut GrainContext<G>,
+    live: Box<Live<G>>,
+    slot: &mut TurnFuture<G>,
     handlers: &'static [HandlerEntry<G>],
     envelope: Envelope,
     observer: &dyn TurnObserver,
-) -> bool {
+) -> Option<Box<Live<G>>> {
     let Envelope {
-        body, reply, trace, ..
+        target,
+        body,
+        reply,
+        trace,
+        ..
     } = envelope;
     let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
         reply.fail(CallError::UnknownMessage {
             grain_type: G::TYPE_NAME.to_owned(),
             message: body.name().to_owned(),
         });
-        return false;
+        return Some(live);
     };
     let kind = reply.kind();
     let ids = TurnIds::new(trace);
     // Fields are formatted only by a subscriber that records the span. No `tracing`
     // parent: the caller's turn ran on another task, maybe in another process; the ids
-    // are the link (see `crate::trace`). Span and context move into the handler's box.
+    // are the link (see `crate::trace`). Span and context move into the turn's future.
     let span = tracing::debug_span!(
         target: "granary_runtime::trace",
         parent: None,
         "grain_call",
         grain_type = G::TYPE_NAME,
-        key = %ctx.key(),
+        key = %live.ctx.key(),
         message = entry.message,
         trace_id = %TraceId(ids.trace_id),
         span_id = %SpanId(ids.span_id),
@@ -475,21 +558,26 @@ async fn turn<G: Grain>(
     if let Some(parent) = ids.parent_span_id {
         span.record("parent_span_id", tracing::field::display(SpanId(parent)));
     }
-    let handling = (entry.handle)(grain, ctx, body, kind, ids.for_children(), span);
+    (entry.handle)(slot, live, body, kind, ids.for_children(), span);
     let started = Instant::now();
-    match AssertUnwindSafe(handling).catch_unwind().await {
-        Ok(result) => {
+    match AssertUnwindSafe(std::future::poll_fn(|cx| slot.poll(cx)))
+        .catch_unwind()
+        .await
+    {
+        Ok((live, result)) => {
             observer.turn(entry.message, started.elapsed(), result.as_ref().err());
             reply.complete(result);
-            false
+            Some(live)
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
-            tracing::error!(grain = %ctx.id(), message = entry.message, panic = %msg, "handler panicked; deactivating");
+            tracing::error!(grain = %target, message = entry.message, panic = %msg, "handler panicked; deactivating");
             let err = CallError::Panicked(msg);
             observer.turn(entry.message, started.elapsed(), Some(&err));
             reply.fail(err);
-            true
+            // The panicked future (and the grain in it) is dropped here.
+            slot.set(std::future::pending());
+            None
         }
     }
 }

@@ -1,8 +1,9 @@
 //! How a message travels from a caller to an activation's mailbox.
 //!
-//! In-process calls never serialize: the message stays a `Box<dyn Any>` and the reply
-//! comes back the same way. A call that arrived over the network carries bytes and wants
-//! bytes back. The activation's handler table accepts both.
+//! In-process calls never serialize: the message travels type-erased as a
+//! [`LocalValue`] and the reply comes back the same way (small ones in place, without a
+//! heap allocation; see [`value`]). A call that arrived over the network carries bytes
+//! and wants bytes back. The activation's handler table accepts both.
 
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -11,15 +12,19 @@ use granary_proto::frame::TraceContext;
 use granary_proto::{CallError, CodecError, GrainId};
 use tokio::sync::oneshot;
 
-/// A reply value in either form.
-pub type LocalReply = Box<dyn Any + Send>;
+pub mod value;
+
+pub use value::LocalValue;
+
+/// A reply for a caller in this process: the handler's `Reply`, type-erased.
+pub type LocalReply = LocalValue;
 
 /// The message itself.
 pub enum Body {
     /// A typed message from this process; `vtable` can encode it if it must travel.
     Local {
-        /// The message, a `Box<M>`.
-        value: Box<dyn Any + Send>,
+        /// The message, an `M`.
+        value: LocalValue,
         /// Name, encoder and reply decoder of `M` for this grain type.
         vtable: &'static MessageVTable,
     },
@@ -46,7 +51,7 @@ impl Body {
         match self {
             Body::Local { value, vtable } => {
                 let bytes =
-                    (vtable.encode)(value.as_ref()).map_err(|e| CallError::Codec(e.to_string()))?;
+                    (vtable.encode)(value.as_any()).map_err(|e| CallError::Codec(e.to_string()))?;
                 Ok((vtable.message.to_owned(), bytes))
             }
             Body::Encoded { name, bytes } => Ok((name, bytes)),
@@ -113,7 +118,7 @@ impl ReplyTo {
 pub enum ReplyKind {
     /// Drop it (tell).
     None,
-    /// Box it.
+    /// Keep it type-erased ([`LocalValue`]).
     Local,
     /// Encode it.
     Encoded,
@@ -123,7 +128,7 @@ pub enum ReplyKind {
 pub enum ReplyValue {
     /// Nobody wanted it.
     None,
-    /// Boxed reply.
+    /// Type-erased reply.
     Local(LocalReply),
     /// Encoded reply.
     Encoded(Vec<u8>),
@@ -195,9 +200,9 @@ pub struct MessageVTable {
     pub grain_type_id: fn() -> TypeId,
     /// `TypeId` of `M`.
     pub message_type_id: fn() -> TypeId,
-    /// Encodes a `Box<M>` given as `&dyn Any`.
+    /// Encodes an `M` given as `&dyn Any`.
     pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
-    /// Decodes an encoded reply into a boxed `<G as Handler<M>>::Reply`.
+    /// Decodes an encoded reply into a type-erased `<G as Handler<M>>::Reply`.
     pub decode_reply: fn(&[u8]) -> Result<LocalReply, CodecError>,
 }
 

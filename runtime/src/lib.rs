@@ -76,7 +76,7 @@ pub mod trace;
 pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};
 pub use lease::HostingLease;
-pub use reference::{Ask, GrainRef, Tell, DEFAULT_CALL_TIMEOUT};
+pub use reference::{Ask, AskFuture, GrainRef, Tell, TellFuture, DEFAULT_CALL_TIMEOUT};
 pub use registry::RegisteredMessage;
 pub use router::Router;
 pub use storage::{Etag, GrainStorage, StorageError, StoredState};

@@ -1,17 +1,20 @@
-//! [`GrainRef`]: a typed address plus a way to deliver, and the `tell`/`ask` builders.
+//! [`GrainRef`]: a typed address plus a way to deliver, and the `tell`/`ask` builders
+//! with their futures ([`TellFuture`], [`AskFuture`]), written by hand so that a call to
+//! a grain in this process allocates nothing beyond its envelope and reply channel.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use granary_proto::{CallError, GrainId};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use crate::envelope::{Body, Envelope, ReplyTo};
+use crate::envelope::{Body, Envelope, LocalReply, LocalValue, ReplyTo};
 use crate::grain::{Grain, GrainContext, Handler, Message};
 use crate::registry::{registry, RegisteredMessage};
 use crate::router::Router;
@@ -90,7 +93,7 @@ impl<G: Grain> GrainRef<G> {
         Ok(Envelope {
             target: self.id.clone(),
             body: Body::Local {
-                value: Box::new(msg),
+                value: LocalValue::new(msg),
                 vtable,
             },
             reply,
@@ -142,14 +145,74 @@ impl<G, M> Tell<'_, G, M> {
 
 impl<'a, G: Handler<M>, M: Message> IntoFuture for Tell<'a, G, M> {
     type Output = Result<(), CallError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type IntoFuture = TellFuture<'a, G, M>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.timeout;
-            let envelope = self.target.envelope(self.msg, ReplyTo::None)?;
-            self.target.router.deliver(envelope, deadline).await
-        })
+        TellFuture {
+            target: self.target,
+            msg: Some(self.msg),
+            deadline: Instant::now() + self.timeout,
+            delivering: None,
+        }
+    }
+}
+
+/// The future of a [`Tell`]. A grain in this process with room in its mailbox takes the
+/// message on the first poll, with no allocation beyond the message's envelope.
+#[must_use = "futures do nothing unless polled"]
+pub struct TellFuture<'a, G, M> {
+    target: &'a GrainRef<G>,
+    /// The message, until the first poll.
+    msg: Option<M>,
+    deadline: Instant,
+    /// The router's delivery, when it had to wait.
+    delivering: Option<Delivery<'a>>,
+}
+
+/// A router's `deliver` in progress.
+type Delivery<'a> = Pin<Box<dyn Future<Output = Result<(), CallError>> + Send + 'a>>;
+
+/// Starts delivering `envelope` through `router`: at once if possible (`None`), else
+/// the delivery to wait for.
+fn start_delivery<'a>(
+    router: &'a Arc<dyn Router>,
+    envelope: Envelope,
+    deadline: Instant,
+) -> Result<Option<Delivery<'a>>, CallError> {
+    match router.try_deliver(envelope)? {
+        None => Ok(None),
+        Some(envelope) => Ok(Some(router.deliver(envelope, deadline))),
+    }
+}
+
+// The fields are never pinned: `M` is moved out by value, the delivery is boxed.
+impl<G, M> Unpin for TellFuture<'_, G, M> {}
+
+impl<G: Handler<M>, M: Message> Future for TellFuture<'_, G, M> {
+    type Output = Result<(), CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        if let Some(msg) = this.msg.take() {
+            let target = this.target;
+            let envelope = target.envelope(msg, ReplyTo::None)?;
+            match start_delivery(&target.router, envelope, this.deadline)? {
+                None => return Poll::Ready(Ok(())),
+                Some(delivery) => this.delivering = Some(delivery),
+            }
+        }
+        match &mut this.delivering {
+            Some(delivery) => delivery.as_mut().poll(cx),
+            None => panic!("TellFuture polled after completion"),
+        }
+    }
+}
+
+impl<G, M> fmt::Debug for TellFuture<'_, G, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TellFuture")
+            .field("started", &self.msg.is_none())
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,28 +242,97 @@ impl<G, M> Ask<'_, G, M> {
 
 impl<'a, G: Handler<M>, M: Message> IntoFuture for Ask<'a, G, M> {
     type Output = Result<<G as Handler<M>>::Reply, CallError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+    type IntoFuture = AskFuture<'a, G, M>;
 
     fn into_future(self) -> Self::IntoFuture {
-        Box::pin(async move {
-            let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.timeout;
+        AskFuture {
+            target: self.target,
+            msg: Some(self.msg),
+            deadline,
+            delivering: None,
+            reply: None,
+            timer: None,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of an [`Ask`]: delivers on the first poll, then waits for the reply
+    /// until the deadline. A grain in this process with room in its mailbox takes the
+    /// message at once, and the call allocates only its envelope and reply channel.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct AskFuture<'a, G, M> {
+        target: &'a GrainRef<G>,
+        // The message, until the first poll.
+        msg: Option<M>,
+        deadline: Instant,
+        // The router's delivery, when it had to wait.
+        delivering: Option<Delivery<'a>>,
+        // Where the reply arrives, once the call is started.
+        reply: Option<oneshot::Receiver<Result<LocalReply, CallError>>>,
+        // Fires at the deadline; set on the first poll (inside the runtime).
+        #[pin]
+        timer: Option<tokio::time::Sleep>,
+    }
+}
+
+impl<G: Handler<M>, M: Message> Future for AskFuture<'_, G, M> {
+    type Output = Result<<G as Handler<M>>::Reply, CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some(msg) = this.msg.take() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
             let (tx, rx) = oneshot::channel();
-            let envelope = self.target.envelope(self.msg, ReplyTo::Local(tx))?;
-            self.target.router.deliver(envelope, deadline).await?;
-            let reply = match tokio::time::timeout_at(deadline, rx).await {
-                Err(_) => return Err(CallError::Timeout),
-                Ok(Err(_)) => {
-                    return Err(CallError::Lost(
-                        "the activation went away before replying".into(),
-                    ))
+            let target = *this.target;
+            let envelope = target.envelope(msg, ReplyTo::Local(tx))?;
+            *this.delivering = start_delivery(&target.router, envelope, *this.deadline)?;
+            *this.reply = Some(rx);
+        }
+        if let Some(delivery) = this.delivering {
+            match delivery.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    *this.delivering = None;
+                    return Poll::Ready(Err(e));
                 }
-                Ok(Ok(reply)) => reply?,
-            };
-            reply
+                Poll::Ready(Ok(())) => *this.delivering = None,
+            }
+        }
+        let Some(rx) = this.reply else {
+            panic!("AskFuture polled after completion");
+        };
+        let reply = match Pin::new(rx).poll(cx) {
+            Poll::Ready(Ok(reply)) => reply,
+            Poll::Ready(Err(_)) => {
+                return Poll::Ready(Err(CallError::Lost(
+                    "the activation went away before replying".into(),
+                )))
+            }
+            Poll::Pending => {
+                let timer = this.timer.as_pin_mut().expect("set on the first poll");
+                return match timer.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(CallError::Timeout)),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+        };
+        Poll::Ready(reply.and_then(|value| {
+            value
                 .downcast::<<G as Handler<M>>::Reply>()
-                .map(|b| *b)
                 .map_err(|_| CallError::Codec("reply type mismatch".into()))
-        })
+        }))
+    }
+}
+
+impl<G, M> fmt::Debug for AskFuture<'_, G, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AskFuture")
+            .field("deadline", &self.deadline)
+            .field("started", &self.msg.is_none())
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use granary_proto::{codec, CallError, CodecError};
 
 use crate::activation::ActivationArgs;
-use crate::envelope::{LocalReply, MessageVTable};
+use crate::envelope::{LocalReply, LocalValue, MessageVTable};
 use crate::grain::{Grain, Handler, Message};
 
 /// [`MessageVTable`]s are built here, where grain types are known; the envelope that
@@ -40,7 +40,7 @@ fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, Codec
 }
 
 fn decode_reply<G: Handler<M>, M: Message>(bytes: &[u8]) -> Result<LocalReply, CodecError> {
-    Ok(Box::new(codec::decode::<G::Reply>(bytes)?))
+    Ok(LocalValue::new(codec::decode::<G::Reply>(bytes)?))
 }
 
 /// A registered grain type, as submitted by [`register_grain!`](crate::register_grain).

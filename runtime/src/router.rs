@@ -22,4 +22,15 @@ pub trait Router: Send + Sync + Debug + 'static {
     /// error says the delivery is unknown (`Lost`, `Timeout`), and its reply has been
     /// failed with the same error or dropped (a waiting caller then sees `Lost`).
     async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError>;
+
+    /// Delivers `envelope` now if that needs no waiting (the grain is in this process
+    /// and its mailbox has room), without the allocation of an `async` call: callers
+    /// try this first and fall back to [`Router::deliver`].
+    ///
+    /// `Ok(None)`: accepted, as `deliver`'s `Ok`. `Ok(Some(envelope))`: nothing was
+    /// done; call `deliver` with it. `Err`: as `deliver`'s errors (the reply has been
+    /// failed with the same error). The default does nothing.
+    fn try_deliver(&self, envelope: Envelope) -> Result<Option<Envelope>, CallError> {
+        Ok(Some(envelope))
+    }
 }

@@ -86,6 +86,23 @@ impl Catalog {
             }
         }
     }
+
+    /// [`Catalog::deliver_local`] without waiting: `Ok(Some)` hands the envelope back
+    /// when that would need waiting (a full mailbox).
+    pub(crate) fn try_deliver_local(
+        &self,
+        envelope: Envelope,
+        activate: bool,
+    ) -> Result<Option<Envelope>, CallError> {
+        match self.dispatchers.get(envelope.target.type_name.as_ref()) {
+            Some(dispatcher) => dispatcher.try_deliver(envelope, activate),
+            None => {
+                let err = CallError::UnknownGrainType(envelope.target.type_name.to_string());
+                envelope.fail(err.clone());
+                Err(err)
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Catalog {
@@ -126,5 +143,15 @@ pub(crate) struct LocalRouter {
 impl Router for LocalRouter {
     async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
         deliver_activating(&self.catalog, envelope, deadline).await
+    }
+
+    fn try_deliver(&self, envelope: Envelope) -> Result<Option<Envelope>, CallError> {
+        match self.catalog.upgrade() {
+            Some(catalog) => catalog.try_deliver_local(envelope, true),
+            None => {
+                envelope.fail(CallError::ShuttingDown);
+                Err(CallError::ShuttingDown)
+            }
+        }
     }
 }

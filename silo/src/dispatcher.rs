@@ -65,6 +65,18 @@ struct Slot {
     stop: CancellationToken,
 }
 
+/// What one attempt at delivery did.
+enum Now {
+    /// In the mailbox.
+    Delivered,
+    /// Not active here, and not to be activated: the envelope, back.
+    NotActive(Box<Envelope>),
+    /// The mailbox is full: the envelope back, and the mailbox to wait on.
+    Full(Box<Envelope>, MailboxSender),
+    /// Not delivered; the envelope's call has been failed with this error.
+    Failed(CallError),
+}
+
 /// Hosts the activations of one grain type.
 pub struct Dispatcher {
     /// The registered type.
@@ -74,7 +86,7 @@ pub struct Dispatcher {
     /// Mailbox capacity of each activation.
     mailbox_capacity: usize,
     /// Live activations by key.
-    activations: Mutex<HashMap<String, Slot>>,
+    activations: Mutex<HashMap<Arc<str>, Slot>>,
     /// Silo-wide shared parts.
     shared: Arc<HostShared>,
     /// This dispatcher, for handing itself to new activations from `&self`.
@@ -142,7 +154,7 @@ impl Dispatcher {
         self.idle_timeout
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Slot>> {
         self.activations.lock().expect("dispatcher table poisoned")
     }
 
@@ -157,36 +169,13 @@ impl Dispatcher {
     ) -> Result<Option<Envelope>, CallError> {
         let mut envelope = Box::new(envelope);
         loop {
-            let sender = {
-                let mut table = self.table();
-                if self.shared.closing.load(Ordering::Acquire) {
-                    drop(table);
-                    envelope.reply.fail(CallError::ShuttingDown);
-                    return Err(CallError::ShuttingDown);
-                }
-                match table.get(&envelope.target.key) {
-                    Some(slot) => match slot.sender.try_send(envelope) {
-                        Ok(()) => return Ok(None),
-                        Err(TrySendError::Full(back)) => {
-                            envelope = back;
-                            slot.sender.clone()
-                        }
-                        Err(TrySendError::Closed(back)) => {
-                            // The task ended without retiring (it cannot, normally).
-                            envelope = back;
-                            table.remove(&envelope.target.key);
-                            continue;
-                        }
-                    },
-                    None if !activate => return Ok(Some(*envelope)),
-                    None => {
-                        let key = envelope.target.key.clone();
-                        let slot = self.activate(envelope.target.clone());
-                        let sent = slot.sender.try_send(envelope);
-                        table.insert(key, slot);
-                        debug_assert!(sent.is_ok(), "a fresh mailbox has room");
-                        return Ok(None);
-                    }
+            let sender = match self.deliver_now(envelope, activate) {
+                Now::Delivered => return Ok(None),
+                Now::NotActive(back) => return Ok(Some(*back)),
+                Now::Failed(err) => return Err(err),
+                Now::Full(back, sender) => {
+                    envelope = back;
+                    sender
                 }
             };
             match tokio::time::timeout_at(deadline, sender.send(envelope)).await {
@@ -195,6 +184,54 @@ impl Dispatcher {
                 Ok(Err(mpsc::error::SendError(back))) => envelope = back,
                 Err(_) => return Err(CallError::MailboxFull),
             }
+        }
+    }
+
+    /// [`Dispatcher::deliver`] without waiting: `Ok(Some)` hands the envelope back when
+    /// the mailbox is full (or, without `activate`, the grain is not active here).
+    pub(crate) fn try_deliver(
+        self: &Arc<Self>,
+        envelope: Envelope,
+        activate: bool,
+    ) -> Result<Option<Envelope>, CallError> {
+        match self.deliver_now(Box::new(envelope), activate) {
+            Now::Delivered => Ok(None),
+            Now::NotActive(back) | Now::Full(back, _) => Ok(Some(*back)),
+            Now::Failed(err) => Err(err),
+        }
+    }
+
+    /// One attempt at delivery under the table's lock: the double-checked
+    /// get-or-create, then a `try_send` into the mailbox.
+    fn deliver_now(self: &Arc<Self>, mut envelope: Box<Envelope>, activate: bool) -> Now {
+        let mut table = self.table();
+        if self.shared.closing.load(Ordering::Acquire) {
+            drop(table);
+            envelope.reply.fail(CallError::ShuttingDown);
+            return Now::Failed(CallError::ShuttingDown);
+        }
+        loop {
+            return match table.get(&envelope.target.key) {
+                Some(slot) => match slot.sender.try_send(envelope) {
+                    Ok(()) => Now::Delivered,
+                    Err(TrySendError::Full(back)) => Now::Full(back, slot.sender.clone()),
+                    Err(TrySendError::Closed(back)) => {
+                        // The task ended without retiring (it cannot, normally).
+                        envelope = back;
+                        table.remove(&envelope.target.key);
+                        continue;
+                    }
+                },
+                None if !activate => Now::NotActive(envelope),
+                None => {
+                    let key = envelope.target.key.clone();
+                    let slot = self.activate(envelope.target.clone());
+                    let sent = slot.sender.try_send(envelope);
+                    table.insert(key, slot);
+                    debug_assert!(sent.is_ok(), "a fresh mailbox has room");
+                    Now::Delivered
+                }
+            };
         }
     }
 
@@ -292,7 +329,7 @@ impl Dispatcher {
 
     /// The keys of every live activation, for a directory report.
     pub fn keys(&self) -> Vec<String> {
-        self.table().keys().cloned().collect()
+        self.table().keys().map(|k| k.to_string()).collect()
     }
 
     /// Current load figures.
@@ -302,7 +339,7 @@ impl Dispatcher {
         let grains: Vec<GrainStats> = table
             .iter()
             .map(|(key, slot)| GrainStats {
-                key: key.clone(),
+                key: key.to_string(),
                 messages: slot.stats.messages(),
                 message_rate: slot.stats.message_rate(),
                 queue_depth: slot.sender.max_capacity() - slot.sender.capacity(),

@@ -27,7 +27,7 @@ use granary_silo::storage::{EmbeddedStorage, MemoryStorage, MongoOptions, MongoS
 #[derive(Debug)]
 struct Args {
     /// Duration of each phase (write, read) per store.
-    seconds: u64,
+    seconds: f64,
     /// Concurrent grains.
     grains: usize,
     /// Size of each grain's state.
@@ -39,12 +39,17 @@ struct Args {
 impl Args {
     fn parse() -> anyhow::Result<Args> {
         let mut args = Args {
-            seconds: 30,
+            seconds: 30.0,
             grains: 10,
             state_bytes: 10 * 1024,
             stores: vec!["memory".into(), "embedded".into(), "mongodb".into()],
         };
-        let mut it = std::env::args().skip(1);
+        if granary_bench::smoke::enabled() {
+            // CI: a fraction of a second per phase, memory and embedded stores only.
+            args.seconds = 0.2;
+            args.stores = vec!["memory".into(), "embedded".into()];
+        }
+        let mut it = granary_bench::smoke::args().into_iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
             match flag.as_str() {
@@ -54,7 +59,7 @@ impl Args {
                 "--stores" => args.stores = value()?.split(',').map(str::to_owned).collect(),
                 "-h" | "--help" => {
                     println!(
-                        "usage: storage [--seconds N] [--grains N] [--state-bytes N] \
+                        "usage: storage [--seconds N] [--grains N] [--state-bytes N] [--smoke] \
                          [--stores memory,embedded,mongodb]"
                     );
                     std::process::exit(0);
@@ -62,7 +67,7 @@ impl Args {
                 other => bail!("unknown argument {other:?} (try --help)"),
             }
         }
-        if args.seconds == 0 || args.grains == 0 {
+        if args.seconds.is_nan() || args.seconds <= 0.0 || args.grains == 0 {
             bail!("--seconds and --grains must be positive");
         }
         Ok(args)
@@ -162,7 +167,7 @@ async fn bench_store(store: Arc<dyn GrainStorage>, args: &Args) -> anyhow::Resul
     }
     let etags: Arc<Vec<tokio::sync::Mutex<String>>> =
         Arc::new(etags.into_iter().map(tokio::sync::Mutex::new).collect());
-    let duration = Duration::from_secs(args.seconds);
+    let duration = Duration::from_secs_f64(args.seconds);
 
     let writes = {
         let (store, ids, etags, seed) = (Arc::clone(&store), Arc::clone(&ids), etags, seed);

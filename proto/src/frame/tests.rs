@@ -293,3 +293,25 @@ fn silo_addr_displays_and_orders() {
     assert!(a < b);
     assert_ne!(a, b);
 }
+
+/// Byte fields travel as one byte string, but the bytes on the wire are those of the
+/// plain derived `Vec<u8>` form (so FRAME_VERSION did not change).
+#[test]
+fn byte_fields_encode_as_the_derived_vec_form() {
+    #[derive(serde::Serialize)]
+    enum PlainResponse {
+        Grain(Result<Vec<u8>, CallError>),
+    }
+    let payload: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+    for reply in [Ok(payload.clone()), Err(CallError::Timeout)] {
+        let ours = codec::encode(&Response::Grain(reply.clone())).unwrap();
+        assert_eq!(
+            ours,
+            codec::encode(&PlainResponse::Grain(reply.clone())).unwrap()
+        );
+        assert_eq!(
+            codec::decode::<Response>(&ours).unwrap(),
+            Response::Grain(reply)
+        );
+    }
+}

@@ -71,7 +71,7 @@ fn vtables_encode_messages_and_decode_replies() {
     let bytes = (vt.encode)(msg.as_ref()).unwrap();
     assert_eq!(codec::decode::<Echo>(&bytes).unwrap(), Echo("hi".into()));
     let reply = (vt.decode_reply)(&codec::encode(&Echo("back".into())).unwrap()).unwrap();
-    assert_eq!(*reply.downcast::<Echo>().unwrap(), Echo("back".into()));
+    assert_eq!(reply.downcast::<Echo>().unwrap(), Echo("back".into()));
     // The wrong type is an error, not a panic.
     let wrong: Box<dyn Any + Send> = Box::new(5u32);
     assert!((vt.encode)(wrong.as_ref()).is_err());

@@ -302,7 +302,7 @@ impl GrainStorage for MongoStorage {
                 let document = doc! {
                     "_id": &id,
                     "type": grain.type_name.as_ref(),
-                    "key": &grain.key,
+                    "key": grain.key.as_ref(),
                     "etag": &etag,
                     "state": binary(data),
                     "updated_at": DateTime::now(),

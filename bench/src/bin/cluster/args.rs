@@ -5,15 +5,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 const USAGE: &str = "\
-usage: cluster [--reps N] [--seconds S] [--asks N] [--threads N] [--silo PATH]
+usage: cluster [--reps N] [--seconds S] [--asks N] [--threads N] [--silo PATH] [--smoke]
 
   --reps N      repetitions of every measurement; the median is reported (default 5)
   --seconds S   length of one repetition of a throughput point (default 1)
   --asks N      calls per repetition of the sequential latency runs (default 10000)
   --threads N   worker threads of the client's tokio runtime (default: one per core)
-  --silo PATH   the example silo binary to start; without it the benchmark runs
-                `cargo build --release -p granary-example --bin silo` in the main
-                workspace and uses target/release/silo";
+  --silo PATH   the silo binary to start; without it the benchmark builds the
+                bench's own `silo` (same profile) and uses it
+  --smoke       one repetition of a few hundred calls per point (CI: checks it runs)";
 
 /// Command-line settings.
 #[derive(Debug)]
@@ -34,7 +34,12 @@ impl Args {
             threads: None,
             silo: None,
         };
-        let mut it = std::env::args().skip(1);
+        if granary_bench::smoke::enabled() {
+            args.reps = 1;
+            args.seconds = 0.1;
+            args.asks = 200;
+        }
+        let mut it = granary_bench::smoke::args().into_iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
             match flag.as_str() {

@@ -8,10 +8,9 @@
 //! straight from this process to the slave, so a call is one TCP round trip
 //! client → slave; a `Counter.Add` adds a second one, slave → master, to write the state.
 //!
-//! The silo binary is the release `silo` of `grains-example`. By default the benchmark
-//! builds it first, running `cargo build --release -p granary-example --bin silo` in the
-//! main workspace (a no-op when it is up to date); `--silo PATH` uses a given binary
-//! instead and skips the build. The children get SIGTERM (then SIGKILL after 3 s) when
+//! The silo binary is the bench's own `silo` (Granary's silo command line hosting the
+//! example grains), built first with this benchmark's profile (a no-op when it is up to
+//! date); `--silo PATH` uses a given binary instead and skips the build. The children get SIGTERM (then SIGKILL after 3 s) when
 //! the benchmark ends, also on error (a drop guard); only a SIGKILL of the benchmark
 //! itself leaves them running.
 //!
@@ -37,7 +36,7 @@
 //!
 //! # Layout
 //! - `main.rs`: the run: start the cluster, connect, measure, report.
-//! - `args`: the command line; `processes`: the silo binary and the child processes.
+//! - `args`: the command line; the child processes are `granary_bench::procs`.
 //! - `calls`: what one call of each kind does; `measure`: sequential and closed-loop
 //!   runs; `cpu`: CPU time per process; `report`: the tables.
 
@@ -45,7 +44,6 @@ mod args;
 mod calls;
 mod cpu;
 mod measure;
-mod processes;
 mod report;
 
 use std::net::SocketAddr;
@@ -53,6 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use granary_bench::procs::Cluster;
 use granary_bench::sys::{clock_ticks, load_average};
 use granary_client::{Client, ClientConfig};
 use granary_example::{Counter, Get, Greeter};
@@ -64,7 +63,6 @@ use crate::args::Args;
 use crate::calls::{Ctx, Op};
 use crate::cpu::Pids;
 use crate::measure::{drain, measure_loops, measure_sequential};
-use crate::processes::{build_silo, Cluster};
 
 /// Deadline of every call made by the benchmark.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,7 +137,10 @@ async fn bench(
         )
         .await
     {
-        Ok(Response::Directory(Ok(Some(owner)))) if owner.addr == slave => {}
+        Ok(Response::Directory {
+            result: Ok(Some(owner)),
+            ..
+        }) if owner.addr == slave => {}
         other => bail!("counter c0 is not placed on the slave: {other:?}"),
     }
     gateway.close().await;
@@ -195,13 +196,7 @@ async fn bench(
 }
 
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    granary_bench::exe::exit_code(run())
 }
 
 fn run() -> anyhow::Result<()> {
@@ -210,7 +205,7 @@ fn run() -> anyhow::Result<()> {
     let _ = granary_example::grain_types();
     let silo = match &args.silo {
         Some(path) => path.clone(),
-        None => build_silo()?,
+        None => granary_bench::exe::sibling("silo")?,
     };
     let mut cluster = Cluster::start(&silo)?;
     let pids = Pids {

@@ -1,10 +1,9 @@
-//! Heap allocations per operation: a counting global allocator (off during the timed
+//! Heap allocations per operation: the counting global allocator (off during the timed
 //! scenarios) and the one-pass count of section 6.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use granary_bench::alloc::{count_start, count_stop, CountingAlloc};
 use granary_runtime::prelude::*;
 use granary_runtime::GrainStorage;
 use granary_silo::storage::MemoryStorage;
@@ -17,57 +16,8 @@ use crate::results::{Kind, Results};
 use crate::scenarios::activate_all;
 use crate::Fixtures;
 
-/// The system allocator, counting allocations while [`COUNTING`] is on (off during the
-/// timed scenarios: then it costs one relaxed load of a read-only flag).
-struct CountingAlloc;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-/// Allocations (and reallocations) while counting.
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-/// Bytes allocated minus bytes freed while counting (live heap growth).
-static NET_BYTES: AtomicI64 = AtomicI64::new(0);
-
-unsafe impl GlobalAlloc for CountingAlloc {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-            NET_BYTES.fetch_add(layout.size() as i64, Ordering::Relaxed);
-        }
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.load(Ordering::Relaxed) {
-            NET_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
-        }
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-            NET_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Ordering::Relaxed);
-        }
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
-/// Starts counting allocations from zero.
-pub(crate) fn count_start() {
-    ALLOCS.store(0, Ordering::SeqCst);
-    NET_BYTES.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-}
-
-/// Stops counting: (allocations, net bytes).
-pub(crate) fn count_stop() -> (u64, i64) {
-    COUNTING.store(false, Ordering::SeqCst);
-    (
-        ALLOCS.load(Ordering::SeqCst),
-        NET_BYTES.load(Ordering::SeqCst),
-    )
-}
 
 /// Section 6: heap allocations per ask, tell and activation, and per baseline
 /// operation. One pass: allocation counts are deterministic up to background noise.

@@ -40,7 +40,18 @@ impl Args {
             rss: true,
             rss_child: None,
         };
-        let mut it = std::env::args().skip(1);
+        if granary_bench::smoke::enabled() {
+            // CI: every scenario once, a few hundred calls each.
+            args.reps = 1;
+            args.window = Duration::from_millis(20);
+            args.grains = 50;
+            args.hot_callers = vec![4];
+            args.many_callers = vec![4];
+            args.tell_senders = 4;
+            args.activations = 300;
+            args.activation_concurrency = 8;
+        }
+        let mut it = granary_bench::smoke::args().into_iter();
         while let Some(flag) = it.next() {
             let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
             match flag.as_str() {
@@ -60,7 +71,7 @@ impl Args {
                     println!(
                         "usage: runtime [--reps 5] [--window-ms 300] [--grains 1000] \
                          [--hot-callers 16,256] [--many-callers 2,16,256] [--tell-senders 16] \
-                         [--activations 100000] [--activation-concurrency 64] [--no-rss]"
+                         [--activations 100000] [--activation-concurrency 64] [--no-rss] [--smoke]"
                     );
                     std::process::exit(0);
                 }

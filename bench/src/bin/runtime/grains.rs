@@ -5,64 +5,13 @@ use async_trait::async_trait;
 use granary_runtime::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// A stateless grain that counts the messages it handled (in memory only).
-pub(crate) struct Hot {
-    handled: u64,
-}
+/// The hot grain every ask and tell scenario uses: the peers benchmark's actor (it
+/// echoes a `Ping`, counts a `Bump`, reports its `Count`).
+pub(crate) use granary_bench::grains::{Bench as Hot, Bump, Count, Ping};
 
-/// Ask: echoes its argument.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Ping(pub(crate) u64);
-/// Tell: counts.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Bump;
-/// Ask: messages handled so far by this activation.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Count;
 /// Ask: the first call activates the grain.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Touch;
-
-#[async_trait]
-impl Grain for Hot {
-    const TYPE_NAME: &'static str = "bench.hot/v1";
-    type State = ();
-    async fn on_activate(_ctx: &mut GrainContext<Self>) -> Result<Self, GrainError> {
-        Ok(Hot { handled: 0 })
-    }
-}
-
-#[async_trait]
-impl Handler<Ping> for Hot {
-    type Reply = u64;
-    async fn handle(
-        &mut self,
-        Ping(x): Ping,
-        _: &mut GrainContext<Self>,
-    ) -> Result<u64, GrainError> {
-        self.handled += 1;
-        Ok(x)
-    }
-}
-
-#[async_trait]
-impl Handler<Bump> for Hot {
-    type Reply = ();
-    async fn handle(&mut self, _: Bump, _: &mut GrainContext<Self>) -> Result<(), GrainError> {
-        self.handled += 1;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl Handler<Count> for Hot {
-    type Reply = u64;
-    async fn handle(&mut self, _: Count, _: &mut GrainContext<Self>) -> Result<u64, GrainError> {
-        Ok(self.handled)
-    }
-}
-
-granary_runtime::register_grain!(Hot, handles = [Ping, Bump, Count]);
 
 /// Stateless grain for the activation benchmark.
 pub(crate) struct Cold;

@@ -12,11 +12,11 @@ use granary_runtime::GrainStorage;
 use granary_silo::storage::MemoryStorage;
 use granary_silo::{Silo, SiloConfig};
 
-use crate::alloc::{count_start, count_stop};
 use crate::args::Args;
 use crate::baseline::{b_activate_all, b_ask, spawn_server, BMsg};
 use crate::grains::{Cold, Stored, Touch};
 use crate::scenarios::{activate_all, filled_storage};
+use granary_bench::alloc::{count_start, count_stop};
 
 /// Child mode: hold `args.activations` activations of `kind` and print the RSS delta.
 pub(crate) async fn rss_child(kind: &str, args: &Args) -> anyhow::Result<()> {

@@ -1,55 +1,19 @@
-//! The cluster under test: the example silo binary (built if need be), free ports, and
-//! the master and slave child processes with their clean-up.
+//! A Granary cluster under test as child processes: free ports, then a master
+//! (`--storage memory`) and one slave started from the bench's `silo` binary (which
+//! hosts the example grains and the bench's [`Echo`](crate::grains::Echo)), stopped
+//! (SIGTERM, then SIGKILL after 3 s) when dropped, also on error.
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-
-/// Builds the example silo in the main workspace and returns the binary's path.
-pub(crate) fn build_silo() -> anyhow::Result<PathBuf> {
-    let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .canonicalize()
-        .context("locating the main workspace")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "building the silo: cargo build --release -p granary-example --bin silo (in {})",
-        root.display()
-    );
-    let status = Command::new(cargo)
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "granary-example",
-            "--bin",
-            "silo",
-        ])
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("building the silo failed ({status})");
-    }
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) => root.join(dir),
-        None => root.join("target"),
-    };
-    let silo = target
-        .join("release")
-        .join(format!("silo{}", std::env::consts::EXE_SUFFIX));
-    if !silo.is_file() {
-        bail!("built, but {} does not exist", silo.display());
-    }
-    Ok(silo)
-}
+use anyhow::Context;
 
 /// Free ports on 127.0.0.1: `tcp` TCP ones and `udp` UDP ones. All sockets are held
 /// until every port is chosen, so the ports are distinct.
-fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
+pub fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
     let tcps = (0..tcp)
         .map(|_| TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
@@ -68,17 +32,21 @@ fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)> {
 }
 
 /// The master and the slave as child processes; stopped when dropped.
-pub(crate) struct Cluster {
+#[derive(Debug)]
+pub struct Cluster {
     /// `(name, process)`, in start order.
     children: Vec<(&'static str, Child)>,
     /// The children's stdout/stderr (`master.log`, `slave.log`).
     logs: tempfile::TempDir,
-    pub(crate) master: SocketAddr,
-    pub(crate) slave: SocketAddr,
+    /// The master's TCP address (the client's gateway).
+    pub master: SocketAddr,
+    /// The slave's TCP address (where the grains live).
+    pub slave: SocketAddr,
 }
 
 impl Cluster {
-    pub(crate) fn start(silo: &Path) -> anyhow::Result<Cluster> {
+    /// Starts a master and a slave from the `silo` binary at `silo`.
+    pub fn start(silo: &Path) -> anyhow::Result<Cluster> {
         let (tcp, udp) = free_ports(2, 2)?;
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut cluster = Cluster {
@@ -137,7 +105,8 @@ impl Cluster {
         Ok(())
     }
 
-    pub(crate) fn pid(&self, name: &str) -> u32 {
+    /// The process id of the `"master"` or the `"slave"` (0 if unknown).
+    pub fn pid(&self, name: &str) -> u32 {
         self.children
             .iter()
             .find(|(n, _)| *n == name)
@@ -145,7 +114,7 @@ impl Cluster {
     }
 
     /// The children's logs and exit states, for an error report.
-    pub(crate) fn report(&mut self) -> String {
+    pub fn report(&mut self) -> String {
         let mut out = String::new();
         for (name, child) in &mut self.children {
             let state = match child.try_wait() {
