@@ -31,5 +31,12 @@
 )]
 
 pub mod check;
+pub mod cluster;
+pub mod faults;
 pub mod grains;
 pub mod history;
+pub mod net;
+pub mod report;
+pub mod run;
+pub mod soak;
+pub mod workload;

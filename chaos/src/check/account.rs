@@ -1,7 +1,7 @@
 //! The follow graph: `Follow(a, b)` makes account `a` call `AddFollower(a)` on `b`
 //! (grain to grain, maybe across silos), then record `b` in its own `following`.
 //!
-//! At the end the harness reads every account's `Followers` count and `Following`
+//! At the end the harness reads (as worker [`FINAL_READER`]) every account's `Followers` count and `Following`
 //! set. With `acked(a → b)` the acknowledged follows and `maybe(a → b)` those
 //! acknowledged or indeterminate:
 //! - `following(a)` contains every `b` of an acknowledged `a → b` and nothing that was
@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Findings, Violation};
 use crate::history::{Call, Op, Outcome, Reply};
+use crate::workload::FINAL_READER;
 
 /// Checks the follow graph of `ops` into `findings`.
 pub fn check(ops: &[Op], findings: &mut Findings) {
@@ -38,6 +39,8 @@ pub fn check(ops: &[Op], findings: &mut Findings) {
                     Outcome::Fail(_) => {}
                 }
             }
+            // Only the final reads count as the end state.
+            (_, _) if op.worker != FINAL_READER => {}
             (Call::Followers { key }, Outcome::Ok(Reply::Int(n))) => {
                 if followers.get(key.as_str()).is_none_or(|(o, _)| o.invoked < op.invoked) {
                     followers.insert(key, (op, *n));

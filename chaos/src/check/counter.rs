@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use super::{by_key, excerpt, Findings, Violation};
 use crate::history::{Call, Op, Outcome, Reply};
+use crate::workload::FINAL_READER;
 
 /// Checks every counter key of `ops` into `findings`.
 pub fn check(ops: &[Op], findings: &mut Findings) {
@@ -99,12 +100,11 @@ fn check_key(key: &str, ops: &[&Op], findings: &mut Findings) {
         }
     }
 
-    // The final value: the last acknowledged Get (the final read comes after every
-    // other operation).
+    // The final value: the last acknowledged final read.
     let Some(last) = ops
         .iter()
         .copied()
-        .filter(|op| !is_add(op) && value(op).is_some())
+        .filter(|op| !is_add(op) && op.worker == FINAL_READER && value(op).is_some())
         .max_by_key(|op| op.invoked)
     else {
         if acked > 0 {

@@ -37,7 +37,8 @@ impl H {
         self.op(2, Call::Add { key: "c".into() }, at, outcome)
     }
     fn get(&mut self, v: i64, at: (u64, u64)) -> &mut Self {
-        self.op(3, Call::Get { key: "c".into() }, at, Outcome::Ok(Reply::Int(v)))
+        let reader = crate::workload::FINAL_READER;
+        self.op(reader, Call::Get { key: "c".into() }, at, Outcome::Ok(Reply::Int(v)))
     }
     fn register(&self) -> Verdict {
         let refs: Vec<&Op> = self.ops.iter().collect();
@@ -310,9 +311,10 @@ fn follow(from: &str, to: &str) -> Call {
 
 fn final_reads(h: &mut H, account: &str, followers: i64, following: &[&str]) {
     let at = (1000, 1001);
-    h.op(9, Call::Followers { key: account.into() }, at, ok(followers));
+    let reader = crate::workload::FINAL_READER;
+    h.op(reader, Call::Followers { key: account.into() }, at, ok(followers));
     let keys = following.iter().map(|s| s.to_string()).collect();
-    h.op(9, Call::Following { key: account.into() }, at, Outcome::Ok(Reply::Keys(keys)));
+    h.op(reader, Call::Following { key: account.into() }, at, Outcome::Ok(Reply::Keys(keys)));
 }
 
 fn accounts(h: &H) -> Findings {
