@@ -97,7 +97,9 @@ impl Cluster {
 
     /// The fault filter's rules file of `slot`.
     pub fn rules_path(&self, slot: usize) -> PathBuf {
-        self.dir.join("faults").join(format!("{}.rules", self.name(slot)))
+        self.dir
+            .join("faults")
+            .join(format!("{}.rules", self.name(slot)))
     }
 
     /// The process id of `slot`'s running silo.
@@ -117,7 +119,10 @@ impl Cluster {
         ];
         if t.is_master(slot) {
             args.extend(["--role".into(), "master".into(), "--storage".into()]);
-            args.push(format!("embedded:{}", self.store.join("grains.redb").display()));
+            args.push(format!(
+                "embedded:{}",
+                self.store.join("grains.redb").display()
+            ));
             for peer in (0..t.candidates).filter(|&c| c != slot) {
                 args.extend(["--peer".into(), net.udp(peer).to_string()]);
             }
@@ -242,7 +247,11 @@ impl Cluster {
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         for slot in 0..self.procs.len() {
             if self.procs[slot].child.is_some() && !self.running(slot) {
-                bail!("{} exited by itself:\n{}", self.name(slot), self.log_tail(slot, 30));
+                bail!(
+                    "{} exited by itself:\n{}",
+                    self.name(slot),
+                    self.log_tail(slot, 30)
+                );
             }
         }
         Ok(())
@@ -258,13 +267,22 @@ impl Cluster {
     }
 
     /// Waits until `slot` serves grain calls as a gateway (a slave: it has joined).
-    pub async fn wait_serving(&mut self, net: &Net, slot: usize, deadline: Instant) -> anyhow::Result<()> {
+    pub async fn wait_serving(
+        &mut self,
+        net: &Net,
+        slot: usize,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
         let config = ClientConfig::new([net.tcp(slot)])
             .with_cluster_key(KEY.as_bytes())
             .with_connect_timeout(Duration::from_millis(500));
         loop {
             if self.procs[slot].child.is_some() && !self.running(slot) {
-                bail!("{} exited while starting:\n{}", self.name(slot), self.log_tail(slot, 30));
+                bail!(
+                    "{} exited while starting:\n{}",
+                    self.name(slot),
+                    self.log_tail(slot, 30)
+                );
             }
             if let Ok(client) = Client::connect(config.clone()).await {
                 if self.topology.is_master(slot) {
@@ -284,7 +302,11 @@ impl Cluster {
                 }
             }
             if Instant::now() >= deadline {
-                bail!("{} does not serve:\n{}", self.name(slot), self.log_tail(slot, 30));
+                bail!(
+                    "{} does not serve:\n{}",
+                    self.name(slot),
+                    self.log_tail(slot, 30)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -44,7 +44,10 @@ pub enum FaultKind {
 impl FaultKind {
     /// Whether the fault needs a slave victim.
     fn needs_slave(self) -> bool {
-        !matches!(self, FaultKind::Lossy | FaultKind::DiskFull | FaultKind::KillMaster)
+        !matches!(
+            self,
+            FaultKind::Lossy | FaultKind::DiskFull | FaultKind::KillMaster
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -77,7 +80,10 @@ pub struct Planned {
 }
 
 mod micros {
-    pub(super) fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_u64(d.as_micros() as u64)
     }
 }
@@ -174,7 +180,11 @@ fn cut(net: &Net, peer: usize, protos: &[&str]) -> Vec<String> {
     protos
         .iter()
         .map(|&p| {
-            let who = if p == "udp" { net.udp_peer(peer) } else { net.tcp_peer(peer) };
+            let who = if p == "udp" {
+                net.udp_peer(peer)
+            } else {
+                net.tcp_peer(peer)
+            };
             format!("{p} out {who} drop")
         })
         .collect()
@@ -201,7 +211,13 @@ fn fill_disk(dir: &std::path::Path) -> anyhow::Result<u64> {
 }
 
 /// Applies `fault` (from now until [`heal`]).
-pub fn apply(fault: &Planned, cluster: &mut Cluster, net: &Net, rules: &Rules, store: &std::path::Path) -> anyhow::Result<()> {
+pub fn apply(
+    fault: &Planned,
+    cluster: &mut Cluster,
+    net: &Net,
+    rules: &Rules,
+    store: &std::path::Path,
+) -> anyhow::Result<()> {
     let t = cluster.topology;
     let victim = fault.slave.map(|s| t.slave(s));
     let masters: Vec<usize> = (0..t.candidates).collect();
@@ -239,7 +255,10 @@ pub fn apply(fault: &Planned, cluster: &mut Cluster, net: &Net, rules: &Rules, s
         }
         FaultKind::Mute => {
             let v = victim.context("no victim")?;
-            let own: Vec<String> = masters.iter().flat_map(|&m| cut(net, m, &["udp"])).collect();
+            let own: Vec<String> = masters
+                .iter()
+                .flat_map(|&m| cut(net, m, &["udp"]))
+                .collect();
             rules.set(v, &own)?;
         }
         FaultKind::Lossy => {
@@ -267,7 +286,13 @@ pub fn apply(fault: &Planned, cluster: &mut Cluster, net: &Net, rules: &Rules, s
 }
 
 /// Ends `fault`: restarts, resumes, reconnects, clears rules, frees space.
-pub fn heal(fault: &Planned, cluster: &mut Cluster, net: &Net, rules: &Rules, store: &std::path::Path) -> anyhow::Result<()> {
+pub fn heal(
+    fault: &Planned,
+    cluster: &mut Cluster,
+    net: &Net,
+    rules: &Rules,
+    store: &std::path::Path,
+) -> anyhow::Result<()> {
     let t = cluster.topology;
     let victim = fault.slave.map(|s| t.slave(s));
     match fault.kind {
@@ -286,3 +311,6 @@ pub fn heal(fault: &Planned, cluster: &mut Cluster, net: &Net, rules: &Rules, st
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -37,7 +37,11 @@ impl Grain for Register {
 impl Handler<Write> for Register {
     type Reply = ();
 
-    async fn handle(&mut self, Write(v): Write, ctx: &mut GrainContext<Self>) -> Result<(), GrainError> {
+    async fn handle(
+        &mut self,
+        Write(v): Write,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<(), GrainError> {
         ctx.state_mut().value = Some(v);
         ctx.write_state().await?;
         Ok(())
@@ -48,7 +52,11 @@ impl Handler<Write> for Register {
 impl Handler<Read> for Register {
     type Reply = Option<u64>;
 
-    async fn handle(&mut self, _: Read, ctx: &mut GrainContext<Self>) -> Result<Option<u64>, GrainError> {
+    async fn handle(
+        &mut self,
+        _: Read,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<Option<u64>, GrainError> {
         Ok(ctx.state().value)
     }
 }

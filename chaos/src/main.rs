@@ -17,7 +17,10 @@ use granary_chaos::run::{self, RunConfig};
 use granary_chaos::soak::{self, SoakConfig};
 
 #[derive(Debug, Parser)]
-#[command(name = "chaos", about = "Granary's fault-injection harness: run a cluster under faults and check the history.")]
+#[command(
+    name = "chaos",
+    about = "Granary's fault-injection harness: run a cluster under faults and check the history."
+)]
 struct Args {
     #[command(subcommand)]
     command: Cmd,
@@ -157,7 +160,8 @@ fn run_config(args: RunArgs) -> anyhow::Result<RunConfig> {
         ),
     };
     let triple = |v: &[usize], what: &str| -> anyhow::Result<[usize; 3]> {
-        <[usize; 3]>::try_from(v).map_err(|_| anyhow::anyhow!("--{what} takes three numbers: counter,register,account"))
+        <[usize; 3]>::try_from(v)
+            .map_err(|_| anyhow::anyhow!("--{what} takes three numbers: counter,register,account"))
     };
     let scenario = match args.preset {
         Preset::Short => "short",
@@ -224,7 +228,10 @@ async fn main_async(args: Args) -> anyhow::Result<bool> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("chaos: {e}");

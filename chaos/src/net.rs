@@ -102,7 +102,9 @@ pub fn cleanup_stale() -> usize {
     }
     for line in ip_stdout(&["-o", "link", "show"]).lines() {
         // "12: gch1234h@if11: <...>"
-        let Some(name) = line.split(": ").nth(1) else { continue };
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
         let name = name.split('@').next().unwrap_or_default();
         if owner(name).is_some_and(|pid| !pid_alive(pid)) && ip(&["link", "del", name]).is_ok() {
             removed += 1;
@@ -143,7 +145,9 @@ impl Net {
         ip(&["-n", &bridge, "link", "set", "br0", "up"])?;
         let host = format!("{tag}h");
         let host_peer = format!("{tag}hb");
-        ip(&["link", "add", &host, "type", "veth", "peer", "name", &host_peer])?;
+        ip(&[
+            "link", "add", &host, "type", "veth", "peer", "name", &host_peer,
+        ])?;
         net.root_link = Some(host.clone());
         ip(&["link", "set", &host_peer, "netns", &bridge])?;
         ip(&["-n", &bridge, "link", "set", &host_peer, "master", "br0"])?;
@@ -156,11 +160,21 @@ impl Net {
             net.namespaces.push(ns.clone());
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             let (inner, outer) = (format!("{tag}s{slot}a"), format!("{tag}s{slot}b"));
-            ip(&["link", "add", &inner, "type", "veth", "peer", "name", &outer])?;
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ])?;
             ip(&["link", "set", &inner, "netns", &ns])?;
             ip(&["-n", &ns, "link", "set", &inner, "name", "eth0"])?;
             let addr = Ipv4Addr::new(10, 77, subnet, 10 + slot as u8);
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             ip(&["link", "set", &outer, "netns", &bridge])?;
             ip(&["-n", &bridge, "link", "set", &outer, "master", "br0"])?;
@@ -242,7 +256,14 @@ impl Net {
         }
         let port = format!("{}s{slot}b", self.tag);
         let state = if isolated { "down" } else { "up" };
-        ip(&["-n", &format!("{}-br", self.tag), "link", "set", &port, state])
+        ip(&[
+            "-n",
+            &format!("{}-br", self.tag),
+            "link",
+            "set",
+            &port,
+            state,
+        ])
     }
 
     /// Removes everything created (also done on drop).

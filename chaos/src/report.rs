@@ -102,7 +102,10 @@ fn call_name(op: &Op) -> String {
 /// Availability and recovery of one window.
 fn fault_stats(ops: &[Op], w: &Window, buckets: &[(u64, u64)]) -> FaultStats {
     let mut counts = Counts::default();
-    for op in ops.iter().filter(|op| op.invoked >= w.start && op.invoked < w.healed) {
+    for op in ops
+        .iter()
+        .filter(|op| op.invoked >= w.start && op.invoked < w.healed)
+    {
         counts.add(&op.outcome);
     }
     let first = (w.start / BUCKET) as usize;
@@ -151,13 +154,19 @@ impl Report {
             b.0 += u64::from(matches!(op.outcome, Outcome::Ok(_)));
         }
         let owned: Vec<Op> = workload.iter().map(|op| (*op).clone()).collect();
-        let faults = windows.iter().map(|w| fault_stats(&owned, w, &buckets)).collect();
+        let faults = windows
+            .iter()
+            .map(|w| fault_stats(&owned, w, &buckets))
+            .collect();
         let mut failures = Vec::new();
         if !findings.violations.is_empty() {
             failures.push(format!("{} violation(s)", findings.violations.len()));
         }
         if !findings.unknown.is_empty() {
-            failures.push(format!("linearizability undecided for {:?}", findings.unknown));
+            failures.push(format!(
+                "linearizability undecided for {:?}",
+                findings.unknown
+            ));
         }
         if !unanswered.is_empty() {
             failures.push(format!("final reads never answered for {unanswered:?}"));
@@ -230,7 +239,11 @@ impl Report {
             self.scenario, self.seed, self.duration_s, t.attempted, t.ok, t.fail, t.info
         );
         for (call, c) in &self.by_call {
-            let _ = writeln!(s, "   {call:<10} {:>8} ok {:>6} fail {:>6} info", c.ok, c.fail, c.info);
+            let _ = writeln!(
+                s,
+                "   {call:<10} {:>8} ok {:>6} fail {:>6} info",
+                c.ok, c.fail, c.info
+            );
         }
         let _ = writeln!(s, "   faults:");
         for f in &self.faults {
@@ -273,3 +286,6 @@ impl Report {
         s
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -66,7 +66,9 @@ impl Tmpfs {
         if !status.success() {
             bail!("cannot mount a tmpfs on {} (needs root)", dir.display());
         }
-        Ok(Tmpfs { dir: dir.to_owned() })
+        Ok(Tmpfs {
+            dir: dir.to_owned(),
+        })
     }
 }
 
@@ -82,7 +84,9 @@ fn run_dir(cfg: &RunConfig) -> anyhow::Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let dir = cfg.out.join(format!("{}-seed{}-{now}", cfg.scenario, cfg.seed));
+    let dir = cfg
+        .out
+        .join(format!("{}-seed{}-{now}", cfg.scenario, cfg.seed));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }
@@ -180,7 +184,11 @@ pub async fn stop_workload(handles: Vec<tokio::task::JoinHandle<()>>, stop: &Ato
 }
 
 /// Heals everything, waits until every silo serves, and reads every key.
-pub async fn settle_and_read(stage: &mut Stage, keys: &Keys, rec: &Recorder) -> anyhow::Result<Vec<String>> {
+pub async fn settle_and_read(
+    stage: &mut Stage,
+    keys: &Keys,
+    rec: &Recorder,
+) -> anyhow::Result<Vec<String>> {
     stage.rules.clear()?;
     let deadline = Instant::now() + Duration::from_secs(90);
     for slot in 0..stage.cluster.topology.silos() {
@@ -188,21 +196,38 @@ pub async fn settle_and_read(stage: &mut Stage, keys: &Keys, rec: &Recorder) -> 
             .cluster
             .wait_serving(&stage.net, slot, deadline)
             .await
-            .with_context(|| format!("after the faults, {} does not serve", stage.cluster.name(slot)))?;
+            .with_context(|| {
+                format!(
+                    "after the faults, {} does not serve",
+                    stage.cluster.name(slot)
+                )
+            })?;
     }
     let client = workload::connect(&stage.gateways(), 0).await?;
-    let unanswered = workload::final_reads(&client, keys, rec, Instant::now() + Duration::from_secs(60)).await;
+    let unanswered =
+        workload::final_reads(&client, keys, rec, Instant::now() + Duration::from_secs(60)).await;
     client.close().await;
     Ok(unanswered)
 }
 
 /// Checks, reports (to the run directory and stdout) and returns the report.
-pub fn finish(cfg: &RunConfig, dir: &Path, rec: &Recorder, windows: &[Window], unanswered: Vec<String>, mut failures: Vec<String>) -> anyhow::Result<Report> {
+pub fn finish(
+    cfg: &RunConfig,
+    dir: &Path,
+    rec: &Recorder,
+    windows: &[Window],
+    unanswered: Vec<String>,
+    mut failures: Vec<String>,
+) -> anyhow::Result<Report> {
     let ops = rec.snapshot();
     history::write_jsonl(&ops, &dir.join("history.jsonl"))?;
     let checked = Instant::now();
     let findings = check::check_all(&ops);
-    eprintln!("chaos: checked {} operations in {:.1?}", ops.len(), checked.elapsed());
+    eprintln!(
+        "chaos: checked {} operations in {:.1?}",
+        ops.len(),
+        checked.elapsed()
+    );
     let mut report = Report::new(
         cfg.scenario.clone(),
         cfg.seed,
@@ -224,9 +249,18 @@ pub fn finish(cfg: &RunConfig, dir: &Path, rec: &Recorder, windows: &[Window], u
 
 /// One whole run.
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
-    let plan = faults::schedule(cfg.seed, &cfg.faults, cfg.mode, cfg.duration, cfg.topology.slaves);
+    let plan = faults::schedule(
+        cfg.seed,
+        &cfg.faults,
+        cfg.mode,
+        cfg.duration,
+        cfg.topology.slaves,
+    );
     let mut stage = Stage::start(cfg).await?;
-    std::fs::write(stage.dir.join("schedule.json"), serde_json::to_vec_pretty(&plan)?)?;
+    std::fs::write(
+        stage.dir.join("schedule.json"),
+        serde_json::to_vec_pretty(&plan)?,
+    )?;
     eprintln!(
         "chaos: {} (seed {}): {} silos on {:?}, {} fault(s) planned; logs in {}",
         cfg.scenario,
@@ -249,7 +283,12 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
             failures.push(format!("before {}: {e}", fault.kind.name()));
             break;
         }
-        let victim = fault.slave.map(|s| stage.cluster.name(stage.cluster.topology.slave(s)).to_owned());
+        let victim = fault.slave.map(|s| {
+            stage
+                .cluster
+                .name(stage.cluster.topology.slave(s))
+                .to_owned()
+        });
         let start = rec.now();
         eprintln!(
             "chaos: {:>6.1}s {} {}",
@@ -257,7 +296,13 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
             fault.kind.name(),
             victim.as_deref().unwrap_or("")
         );
-        let Stage { cluster, net, rules, store, .. } = &mut stage;
+        let Stage {
+            cluster,
+            net,
+            rules,
+            store,
+            ..
+        } = &mut stage;
         faults::apply(fault, cluster, net, rules, store)?;
         tokio::time::sleep(fault.hold).await;
         faults::heal(fault, cluster, net, rules, store)?;

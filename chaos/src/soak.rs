@@ -96,7 +96,10 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn minutes(ops: &[Op], from: u64) -> Vec<Minute> {
     let mut out: Vec<(u64, u64, Vec<u64>)> = Vec::new();
-    for op in ops.iter().filter(|op| op.worker != FINAL_READER && op.invoked >= from) {
+    for op in ops
+        .iter()
+        .filter(|op| op.worker != FINAL_READER && op.invoked >= from)
+    {
         let m = ((op.invoked - from) / 60_000_000) as usize;
         if out.len() <= m {
             out.resize_with(m + 1, || (0, 0, Vec::new()));
@@ -161,7 +164,10 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
         timeout: cfg.timeout,
     };
     let mut stage = Stage::start(&run_cfg).await?;
-    eprintln!("chaos soak: measuring peak for {:?} ({} workers)…", cfg.peak_for, cfg.workers);
+    eprintln!(
+        "chaos soak: measuring peak for {:?} ({} workers)…",
+        cfg.peak_for, cfg.workers
+    );
 
     // Peak: unthrottled, on keys of their own.
     let peak_keys = Arc::new(Keys::new(cfg.seed + 1_000_000, 64, 32, 32));
@@ -170,10 +176,16 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
     tokio::time::sleep(cfg.peak_for).await;
     run::stop_workload(handles, &stop).await;
     let peak_ops = peak_rec.snapshot();
-    let ok = peak_ops.iter().filter(|op| op.outcome.ok().is_some()).count();
+    let ok = peak_ops
+        .iter()
+        .filter(|op| op.outcome.ok().is_some())
+        .count();
     let peak = ok as f64 / cfg.peak_for.as_secs_f64();
     let target = peak * cfg.load;
-    eprintln!("chaos soak: peak {peak:.0} ops/s; holding {target:.0} ops/s for {:?}", cfg.duration);
+    eprintln!(
+        "chaos soak: peak {peak:.0} ops/s; holding {target:.0} ops/s for {:?}",
+        cfg.duration
+    );
 
     // Steady phase.
     run_cfg.rate = Some(target / cfg.workers as f64);
@@ -197,7 +209,9 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
                 }
             }
         }
-        if Instant::now() >= next_restart && started.elapsed() + Duration::from_secs(20) < cfg.duration {
+        if Instant::now() >= next_restart
+            && started.elapsed() + Duration::from_secs(20) < cfg.duration
+        {
             next_restart += cfg.restart_every;
             let n = restarts % cfg.topology.slaves.max(1);
             let slot = cfg.topology.slave(n);
@@ -210,7 +224,11 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
                 if graceful { "SIGTERM" } else { "kill -9" }
             );
             if graceful {
-                if let Err(e) = stage.cluster.stop_gracefully(slot, Duration::from_secs(30)).await {
+                if let Err(e) = stage
+                    .cluster
+                    .stop_gracefully(slot, Duration::from_secs(30))
+                    .await
+                {
                     failures.push(format!("graceful restart: {e}"));
                 }
             } else {
@@ -246,7 +264,10 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
     // The peak phase's history is checked too.
     let peak_findings = crate::check::check_all(&peak_ops);
     if !peak_findings.violations.is_empty() {
-        failures.push(format!("{} violation(s) in the peak phase", peak_findings.violations.len()));
+        failures.push(format!(
+            "{} violation(s) in the peak phase",
+            peak_findings.violations.len()
+        ));
     }
     let report = run::finish(&run_cfg, &stage.dir, &rec, &windows, unanswered, failures)?;
 
@@ -268,8 +289,14 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
             .map(|s| (s.2, s.3))
             .collect();
         let born = mine.first().map_or(0.0, |s| s.0);
-        let warm: Vec<(f64, u64)> = mine.iter().copied().filter(|s| s.0 >= born + 30.0).collect();
-        let Some(&(_, warm_kib)) = warm.first() else { continue };
+        let warm: Vec<(f64, u64)> = mine
+            .iter()
+            .copied()
+            .filter(|s| s.0 >= born + 30.0)
+            .collect();
+        let Some(&(_, warm_kib)) = warm.first() else {
+            continue;
+        };
         rss.push(Rss {
             silo,
             pid,
@@ -289,7 +316,10 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
         rss,
         run: report,
     };
-    std::fs::write(stage.dir.join("soak.json"), serde_json::to_vec_pretty(&soak)?)?;
+    std::fs::write(
+        stage.dir.join("soak.json"),
+        serde_json::to_vec_pretty(&soak)?,
+    )?;
     let text = soak_text(&soak);
     std::fs::write(stage.dir.join("soak.txt"), &text)?;
     print!("{text}");
@@ -311,7 +341,10 @@ fn soak_text(s: &SoakReport) -> String {
             m.minute, m.ops_per_s, m.error_pct, m.p50_ms, m.p99_ms
         );
     }
-    let _ = writeln!(out, "   silo  pid      lived   warm MiB  last MiB  max MiB  slope KiB/min");
+    let _ = writeln!(
+        out,
+        "   silo  pid      lived   warm MiB  last MiB  max MiB  slope KiB/min"
+    );
     for r in &s.rss {
         let _ = writeln!(
             out,

@@ -41,15 +41,19 @@ pub fn check(ops: &[Op], findings: &mut Findings) {
             }
             // Only the final reads count as the end state.
             (_, _) if op.worker != FINAL_READER => {}
-            (Call::Followers { key }, Outcome::Ok(Reply::Int(n))) => {
-                if followers.get(key.as_str()).is_none_or(|(o, _)| o.invoked < op.invoked) {
-                    followers.insert(key, (op, *n));
-                }
+            (Call::Followers { key }, Outcome::Ok(Reply::Int(n)))
+                if followers
+                    .get(key.as_str())
+                    .is_none_or(|(o, _)| o.invoked < op.invoked) =>
+            {
+                followers.insert(key, (op, *n));
             }
-            (Call::Following { key }, Outcome::Ok(Reply::Keys(keys))) => {
-                if following.get(key.as_str()).is_none_or(|(o, _)| o.invoked < op.invoked) {
-                    following.insert(key, (op, keys.iter().map(String::as_str).collect()));
-                }
+            (Call::Following { key }, Outcome::Ok(Reply::Keys(keys)))
+                if following
+                    .get(key.as_str())
+                    .is_none_or(|(o, _)| o.invoked < op.invoked) =>
+            {
+                following.insert(key, (op, keys.iter().map(String::as_str).collect()));
             }
             _ => {}
         }
@@ -103,26 +107,26 @@ pub fn check(ops: &[Op], findings: &mut Findings) {
         match followers.get(account) {
             None if acked_in > 0 => push(
                 account,
-                "no final Followers read succeeded; its acknowledged followers are unchecked".into(),
+                "no final Followers read succeeded; its acknowledged followers are unchecked"
+                    .into(),
                 Vec::new(),
             ),
             None => {}
-            Some((read, n)) => {
-                if *n < acked_in || *n > maybe_in {
-                    if *n < acked_in {
-                        lost += (acked_in - n) as u64;
-                    } else {
-                        duplicated += (n - maybe_in) as u64;
-                    }
-                    let mut ex = related();
-                    ex.push((*read).clone());
-                    push(
-                        account,
-                        format!("{n} followers, but {acked_in} acknowledged and {maybe_in} possible"),
-                        ex,
-                    );
+            Some((read, n)) if *n < acked_in || *n > maybe_in => {
+                if *n < acked_in {
+                    lost += (acked_in - n) as u64;
+                } else {
+                    duplicated += (n - maybe_in) as u64;
                 }
+                let mut ex = related();
+                ex.push((*read).clone());
+                push(
+                    account,
+                    format!("{n} followers, but {acked_in} acknowledged and {maybe_in} possible"),
+                    ex,
+                );
             }
+            Some(_) => {}
         }
     }
     findings.violations.extend(found);

@@ -84,7 +84,9 @@ fn check_key(key: &str, ops: &[&Op], findings: &mut Findings) {
             ));
         } else if v > ceiling {
             findings.violations.push(violation(
-                format!("replied {v}, but only {ceiling} increment(s) were invoked before it completed"),
+                format!(
+                    "replied {v}, but only {ceiling} increment(s) were invoked before it completed"
+                ),
                 excerpt(ops, op, 3),
             ));
         }

@@ -30,7 +30,10 @@ pub const DEFAULT_BUDGET: u64 = 200_000_000;
 pub enum Verdict {
     Linearizable,
     /// The operation (index into the checked list) that no order could place.
-    Violation { stuck: usize, what: String },
+    Violation {
+        stuck: usize,
+        what: String,
+    },
     /// The search ran out of budget.
     Unknown,
 }

@@ -38,7 +38,12 @@ impl H {
     }
     fn get(&mut self, v: i64, at: (u64, u64)) -> &mut Self {
         let reader = crate::workload::FINAL_READER;
-        self.op(reader, Call::Get { key: "c".into() }, at, Outcome::Ok(Reply::Int(v)))
+        self.op(
+            reader,
+            Call::Get { key: "c".into() },
+            at,
+            Outcome::Ok(Reply::Int(v)),
+        )
     }
     fn register(&self) -> Verdict {
         let refs: Vec<&Op> = self.ops.iter().collect();
@@ -127,7 +132,12 @@ fn a_long_history_of_a_real_register_is_linearizable_and_a_stale_read_in_it_is_n
         } else {
             Call::Read { key: "r".into() }
         };
-        h.op(worker as u32, call, (invoked, completed), Outcome::Ok(Reply::Value(None)));
+        h.op(
+            worker as u32,
+            call,
+            (invoked, completed),
+            Outcome::Ok(Reply::Value(None)),
+        );
         events.push((effect, i));
     }
     events.sort();
@@ -153,7 +163,9 @@ fn a_long_history_of_a_real_register_is_linearizable_and_a_stale_read_in_it_is_n
             Some((w.clone(), u.clone()))
         })
         .unwrap();
-    let Call::Write { value: old, .. } = u.call else { unreachable!() };
+    let Call::Write { value: old, .. } = u.call else {
+        unreachable!()
+    };
     let read = ops
         .iter()
         .position(|r| matches!(r.call, Call::Read { .. }) && r.invoked > w.completed)
@@ -218,7 +230,9 @@ fn the_violation_excerpt_holds_the_stale_read_and_the_writes() {
     register::check(&h.ops, &mut findings, register::DEFAULT_BUDGET);
     assert_eq!(findings.violations.len(), 1);
     let excerpt = &findings.violations[0].excerpt;
-    assert!(excerpt.iter().any(|op| op.outcome == Outcome::Ok(Reply::Value(Some(1)))));
+    assert!(excerpt
+        .iter()
+        .any(|op| op.outcome == Outcome::Ok(Reply::Value(Some(1)))));
     assert!(excerpt.iter().any(|op| op.call == write(2)));
 }
 
@@ -230,7 +244,9 @@ fn the_budget_gives_unknown_not_a_pass() {
     }
     h.r(Some(99), (2000, 2001));
     h.ops.pop();
-    h.r(Some(1), (2000, 2001)).r(Some(2), (2002, 2003)).r(Some(1), (2004, 2005));
+    h.r(Some(1), (2000, 2001))
+        .r(Some(2), (2002, 2003))
+        .r(Some(1), (2004, 2005));
     let refs: Vec<&Op> = h.ops.iter().collect();
     assert_eq!(check_key(&refs, 50), Verdict::Unknown);
     assert_violation(check_key(&refs, register::DEFAULT_BUDGET));
@@ -260,7 +276,9 @@ fn a_counter_with_acked_and_indeterminate_increments_passes() {
 #[test]
 fn a_lost_acknowledged_increment_is_caught() {
     let mut h = H::default();
-    h.add(ok(1), (0, 10)).add(ok(2), (11, 20)).get(1, (100, 110));
+    h.add(ok(1), (0, 10))
+        .add(ok(2), (11, 20))
+        .get(1, (100, 110));
     let f = counter(&h);
     assert_eq!(f.lost, 1);
     assert!(f.violations.iter().any(|v| v.what.contains("lost")));
@@ -279,7 +297,9 @@ fn an_increment_applied_twice_is_caught() {
 #[test]
 fn two_increments_replying_one_value_are_caught() {
     let mut h = H::default();
-    h.add(ok(1), (0, 50)).add(ok(1), (10, 60)).get(2, (100, 110));
+    h.add(ok(1), (0, 50))
+        .add(ok(1), (10, 60))
+        .get(2, (100, 110));
     let f = counter(&h);
     let v = f
         .violations
@@ -297,7 +317,11 @@ fn a_stale_get_is_caught() {
         .get(1, (30, 40))
         .get(2, (100, 110));
     let f = counter(&h);
-    assert!(f.violations.iter().any(|v| v.what.contains("stale")), "{:#?}", f.violations);
+    assert!(
+        f.violations.iter().any(|v| v.what.contains("stale")),
+        "{:#?}",
+        f.violations
+    );
 }
 
 // ---- accounts --------------------------------------------------------------------
@@ -312,9 +336,23 @@ fn follow(from: &str, to: &str) -> Call {
 fn final_reads(h: &mut H, account: &str, followers: i64, following: &[&str]) {
     let at = (1000, 1001);
     let reader = crate::workload::FINAL_READER;
-    h.op(reader, Call::Followers { key: account.into() }, at, ok(followers));
+    h.op(
+        reader,
+        Call::Followers {
+            key: account.into(),
+        },
+        at,
+        ok(followers),
+    );
     let keys = following.iter().map(|s| s.to_string()).collect();
-    h.op(reader, Call::Following { key: account.into() }, at, Outcome::Ok(Reply::Keys(keys)));
+    h.op(
+        reader,
+        Call::Following {
+            key: account.into(),
+        },
+        at,
+        Outcome::Ok(Reply::Keys(keys)),
+    );
 }
 
 fn accounts(h: &H) -> Findings {
@@ -329,7 +367,12 @@ fn a_consistent_follow_graph_passes() {
     h.op(0, follow("a", "b"), (0, 10), ok(1))
         .op(0, follow("a", "b"), (11, 20), ok(1))
         .op(1, follow("c", "b"), (0, 10), Outcome::Info("lost".into()))
-        .op(1, follow("c", "a"), (11, 20), Outcome::Fail("unreachable".into()));
+        .op(
+            1,
+            follow("c", "a"),
+            (11, 20),
+            Outcome::Fail("unreachable".into()),
+        );
     final_reads(&mut h, "a", 0, &["b"]);
     final_reads(&mut h, "b", 2, &[]);
     final_reads(&mut h, "c", 0, &["b"]);
@@ -346,7 +389,18 @@ fn a_missing_follower_and_a_phantom_follow_are_caught() {
     final_reads(&mut h, "b", 0, &[]);
     let f = accounts(&h);
     assert_eq!(f.lost, 1);
-    let a = f.violations.iter().find(|v| v.key == "a").expect("a flagged");
-    assert!(a.what.contains("missing [\"b\"]") && a.what.contains("never attempted [\"c\"]"), "{}", a.what);
-    assert!(f.violations.iter().any(|v| v.key == "b" && v.what.contains("0 followers")));
+    let a = f
+        .violations
+        .iter()
+        .find(|v| v.key == "a")
+        .expect("a flagged");
+    assert!(
+        a.what.contains("missing [\"b\"]") && a.what.contains("never attempted [\"c\"]"),
+        "{}",
+        a.what
+    );
+    assert!(f
+        .violations
+        .iter()
+        .any(|v| v.key == "b" && v.what.contains("0 followers")));
 }
