@@ -7,7 +7,8 @@
 //!   the start of the first second (after the first failed operation) in which every
 //!   operation invoked was acknowledged. It includes failure detection (3 missed
 //!   heartbeats) and, where service cannot come back before the fault ends (a lone
-//!   master killed), the fault's whole length. `0` when no operation failed.
+//!   master killed), the fault's whole length. `0` when no operation failed between
+//!   its start and 5 s after it was healed.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,8 @@ use crate::history::{Op, Outcome};
 const BUCKET: u64 = 250_000;
 /// A clean stretch this many buckets long means recovered.
 const CLEAN: usize = 4;
+/// Failures this long after a fault was healed still belong to it, µs.
+const GRACE: u64 = 5_000_000;
 
 /// When a fault was in effect (µs since the start of the run).
 #[derive(Clone, Debug, Serialize)]
@@ -109,7 +112,10 @@ fn fault_stats(ops: &[Op], w: &Window, buckets: &[(u64, u64)]) -> FaultStats {
         counts.add(&op.outcome);
     }
     let first = (w.start / BUCKET) as usize;
-    let failed_at = (first..buckets.len()).find(|&b| buckets[b].0 < buckets[b].1);
+    // A failure counts for this fault if it happened while it lasted or within
+    // `GRACE` after it was healed (a rejoin, a restarted slave…), not later.
+    let last = (((w.healed + GRACE) / BUCKET) as usize + 1).min(buckets.len());
+    let failed_at = (first..last).find(|&b| buckets[b].0 < buckets[b].1);
     let recovery_s = match failed_at {
         None => Some(0.0),
         Some(f) => (f..buckets.len().saturating_sub(CLEAN))
