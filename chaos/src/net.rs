@@ -282,3 +282,6 @@ impl Drop for Net {
         self.teardown();
     }
 }
+
+#[cfg(test)]
+mod tests;

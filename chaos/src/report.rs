@@ -235,6 +235,50 @@ impl Report {
         )
     }
 
+    /// Per fault kind: how many, availability over all their windows, median and worst
+    /// recovery (a markdown table, for RELIABILITY.md).
+    pub fn by_kind_table(&self) -> String {
+        let mut kinds: BTreeMap<&str, Vec<&FaultStats>> = BTreeMap::new();
+        for f in &self.faults {
+            kinds.entry(f.fault).or_default().push(f);
+        }
+        let mut s = String::from(
+            "| fault | times | operations during it | acknowledged | median recovery | worst recovery |\n|---|---|---|---|---|---|\n",
+        );
+        for (kind, faults) in kinds {
+            let (mut ops, mut ok) = (0u64, 0u64);
+            for f in &faults {
+                ops += f.ops.attempted;
+                ok += f.ops.ok;
+            }
+            let mut rec: Vec<f64> = faults
+                .iter()
+                .map(|f| f.recovery_s.unwrap_or(f64::INFINITY))
+                .collect();
+            rec.sort_by(f64::total_cmp);
+            let show = |r: f64| {
+                if r.is_finite() {
+                    format!("{r:.1} s")
+                } else {
+                    "not recovered".to_owned()
+                }
+            };
+            let _ = writeln!(
+                s,
+                "| {kind} | {} | {ops} | {:.1} % | {} | {} |",
+                faults.len(),
+                if ops == 0 {
+                    100.0
+                } else {
+                    100.0 * ok as f64 / ops as f64
+                },
+                show(rec[rec.len() / 2]),
+                show(rec[rec.len() - 1])
+            );
+        }
+        s
+    }
+
     /// The human summary printed at the end of a run.
     pub fn text(&self) -> String {
         let mut s = String::new();

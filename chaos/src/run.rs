@@ -241,6 +241,7 @@ pub fn finish(
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
     let text = report.text();
     std::fs::write(dir.join("report.txt"), &text)?;
+    std::fs::write(dir.join("faults.md"), report.by_kind_table())?;
     print!("{text}");
     println!("   table row: {}", report.table_row());
     println!("   run directory: {}", dir.display());
