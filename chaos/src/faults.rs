@@ -42,6 +42,19 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every kind, in the order the long run lists them.
+    pub const ALL: [FaultKind; 9] = [
+        FaultKind::Kill,
+        FaultKind::Pause,
+        FaultKind::Isolate,
+        FaultKind::PartitionMaster,
+        FaultKind::Deaf,
+        FaultKind::Mute,
+        FaultKind::Lossy,
+        FaultKind::DiskFull,
+        FaultKind::KillMaster,
+    ];
+
     /// Whether the fault needs a slave victim.
     fn needs_slave(self) -> bool {
         !matches!(
@@ -190,6 +203,16 @@ fn cut(net: &Net, peer: usize, protos: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Cuts UDP and TCP between `victim` and each of `others`, both ways.
+fn cut_both_ways(net: &Net, rules: &Rules, victim: usize, others: &[usize]) -> anyhow::Result<()> {
+    let mut own = Vec::new();
+    for &other in others {
+        own.extend(cut(net, other, &["udp", "tcp"]));
+        rules.set(other, &cut(net, victim, &["udp", "tcp"]))?;
+    }
+    rules.set(victim, &own)
+}
+
 /// A full disk: a ballast file grown until the volume has no space left.
 fn fill_disk(dir: &std::path::Path) -> anyhow::Result<u64> {
     use std::io::Write;
@@ -230,22 +253,11 @@ pub fn apply(
                 net.set_isolated(v, true)?;
             } else {
                 let everyone: Vec<usize> = (0..t.silos()).filter(|&s| s != v).collect();
-                let mut own = Vec::new();
-                for &other in &everyone {
-                    own.extend(cut(net, other, &["udp", "tcp"]));
-                    rules.set(other, &cut(net, v, &["udp", "tcp"]))?;
-                }
-                rules.set(v, &own)?;
+                cut_both_ways(net, rules, v, &everyone)?;
             }
         }
         FaultKind::PartitionMaster => {
-            let v = victim.context("no victim")?;
-            let mut own = Vec::new();
-            for &m in &masters {
-                own.extend(cut(net, m, &["udp", "tcp"]));
-                rules.set(m, &cut(net, v, &["udp", "tcp"]))?;
-            }
-            rules.set(v, &own)?;
+            cut_both_ways(net, rules, victim.context("no victim")?, &masters)?;
         }
         FaultKind::Deaf => {
             let v = victim.context("no victim")?;

@@ -145,17 +145,7 @@ fn run_config(args: RunArgs) -> anyhow::Result<RunConfig> {
         ),
         Preset::Mixed => (
             Duration::from_secs(30 * 60),
-            vec![
-                FaultKind::Kill,
-                FaultKind::Pause,
-                FaultKind::Isolate,
-                FaultKind::PartitionMaster,
-                FaultKind::Deaf,
-                FaultKind::Mute,
-                FaultKind::Lossy,
-                FaultKind::DiskFull,
-                FaultKind::KillMaster,
-            ],
+            FaultKind::ALL.to_vec(),
             Mode::Mixed,
         ),
     };

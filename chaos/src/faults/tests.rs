@@ -4,17 +4,7 @@ use std::time::Duration;
 
 use super::*;
 
-const ALL: [FaultKind; 9] = [
-    FaultKind::Kill,
-    FaultKind::Pause,
-    FaultKind::Isolate,
-    FaultKind::PartitionMaster,
-    FaultKind::Deaf,
-    FaultKind::Mute,
-    FaultKind::Lossy,
-    FaultKind::DiskFull,
-    FaultKind::KillMaster,
-];
+const ALL: [FaultKind; 9] = FaultKind::ALL;
 
 fn key(plan: &[Planned]) -> Vec<(FaultKind, Duration, Duration, Option<usize>)> {
     plan.iter()
