@@ -289,7 +289,11 @@ pub fn apply(
             fill_disk(store)?;
         }
         FaultKind::KillMaster => {
-            for &m in &masters {
+            // The first running candidate: with one, the master (its clients see
+            // unavailability until it is back); with standbys, one of them takes over.
+            // (Which candidate acts is not visible from outside yet: with several, the
+            // victim may be a standby.)
+            if let Some(m) = masters.into_iter().find(|&m| cluster.running(m)) {
                 cluster.kill9(m);
             }
         }
@@ -316,7 +320,9 @@ pub fn heal(
         FaultKind::DiskFull => std::fs::remove_file(store.join("ballast"))?,
         FaultKind::KillMaster => {
             for m in 0..t.candidates {
-                cluster.start(net, m)?;
+                if !cluster.running(m) {
+                    cluster.start(net, m)?;
+                }
             }
         }
         _ => rules.clear()?,
