@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use granary_example::{Add, Follow, Hello};
+use granary_fuzz::{Mixed, Number, Text};
 use granary_net::transport::handshake;
 use granary_proto::codec;
 use granary_proto::frame::{Frame, FrameCodec, GrainCall, Request, Response, SiloAddr};
@@ -67,7 +67,7 @@ fn main() {
                 body: Request::Grain(GrainCall {
                     target: grain.clone(),
                     message: "Add".into(),
-                    payload: codec::encode(&Add(1)).unwrap(),
+                    payload: codec::encode(&Number(1)).unwrap(),
                     timeout_ms: 2000,
                     hops: 0,
                     one_way: false,
@@ -113,10 +113,10 @@ fn main() {
     write("handshake", "answer", &answer);
 
     for (pick, name, bytes) in [
-        (0u8, "hello", codec::encode(&Hello("x".into())).unwrap()),
-        (1, "add", codec::encode(&Add(-3)).unwrap()),
-        (3, "follow", codec::encode(&Follow("bob".into())).unwrap()),
-        (6, "following", codec::encode(&vec!["a".to_string(), "b".into()]).unwrap()),
+        (0u8, "text", codec::encode(&Text("bob".into())).unwrap()),
+        (1, "number", codec::encode(&Number(-3)).unwrap()),
+        (3, "mixed", codec::encode(&Mixed(vec!["a".into(), "b".into()], Some(7))).unwrap()),
+        (4, "state", codec::encode(&(5i64, vec!["alice".to_string()])).unwrap()),
     ] {
         let mut input = vec![pick];
         input.extend(bytes);
