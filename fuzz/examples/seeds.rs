@@ -1,7 +1,7 @@
 //! Writes valid inputs to `corpus/<target>/seed-*` as the fuzzers' starting points:
 //! every packet kind (unsigned, and as a body to sign), frames of every common kind,
 //! a well-formed handshake, and encoded example messages.
-//!   cargo run --manifest-path fuzz/Cargo.toml --bin seeds
+//!   cargo run --manifest-path fuzz/Cargo.toml --example seeds
 
 use std::net::SocketAddr;
 use std::path::Path;
