@@ -175,10 +175,16 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
     let (handles, stop) = run::start_workload(&run_cfg, &stage, &peak_keys, &peak_rec).await?;
     tokio::time::sleep(cfg.peak_for).await;
     run::stop_workload(handles, &stop).await;
+    // The peak phase is checked like the rest, so its keys get their final reads too.
+    let client = crate::workload::connect(&stage.gateways(), 0).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let peak_unanswered =
+        crate::workload::final_reads(&client, &peak_keys, &peak_rec, deadline).await;
+    client.close().await;
     let peak_ops = peak_rec.snapshot();
     let ok = peak_ops
         .iter()
-        .filter(|op| op.outcome.ok().is_some())
+        .filter(|op| op.worker != FINAL_READER && op.outcome.ok().is_some())
         .count();
     let peak = ok as f64 / cfg.peak_for.as_secs_f64();
     let target = peak * cfg.load;
@@ -263,11 +269,14 @@ pub async fn soak(cfg: &SoakConfig) -> anyhow::Result<SoakReport> {
     stage.cluster.kill_all();
     // The peak phase's history is checked too.
     let peak_findings = crate::check::check_all(&peak_ops);
-    if !peak_findings.violations.is_empty() {
+    if !peak_findings.violations.is_empty() || !peak_unanswered.is_empty() {
         failures.push(format!(
-            "{} violation(s) in the peak phase",
+            "peak phase: {} violation(s), final reads never answered for {peak_unanswered:?}",
             peak_findings.violations.len()
         ));
+        for v in &peak_findings.violations {
+            failures.push(format!("peak phase [{} {}] {}", v.model, v.key, v.what));
+        }
     }
     let report = run::finish(&run_cfg, &stage.dir, &rec, &windows, unanswered, failures)?;
 
