@@ -98,6 +98,9 @@ struct RunArgs {
     /// Operations per second per worker (0: unthrottled).
     #[arg(long, default_value_t = 40.0)]
     rate: f64,
+    /// Print the fault schedule this seed gives, and exit without running anything.
+    #[arg(long)]
+    plan: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -180,7 +183,27 @@ fn run_config(args: RunArgs) -> anyhow::Result<RunConfig> {
 async fn main_async(args: Args) -> anyhow::Result<bool> {
     match args.command {
         Cmd::Run(args) => {
+            let plan_only = args.plan;
             let cfg = run_config(args)?;
+            if plan_only {
+                let plan = granary_chaos::faults::schedule(
+                    cfg.seed,
+                    &cfg.faults,
+                    cfg.mode,
+                    cfg.duration,
+                    cfg.topology.slaves,
+                );
+                for p in plan {
+                    let victim = p.slave.map_or_else(String::new, |s| format!("s{s}"));
+                    println!(
+                        "{:>7.1}s {:<24} {victim:<4} held {:.1}s",
+                        p.at.as_secs_f64(),
+                        p.kind.name(),
+                        p.hold.as_secs_f64()
+                    );
+                }
+                return Ok(true);
+            }
             Ok(run::run(&cfg).await?.passed())
         }
         Cmd::Soak(args) => {
