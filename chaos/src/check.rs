@@ -36,6 +36,7 @@ pub struct Violation {
 /// What the checkers found in one history.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Findings {
+    /// Every broken promise found.
     pub violations: Vec<Violation>,
     /// Acknowledged increments missing from a final counter value.
     pub lost: u64,
@@ -45,6 +46,7 @@ pub struct Findings {
     pub unknown: Vec<String>,
     /// Register keys checked, and their operations.
     pub register_keys: usize,
+    /// Register operations checked.
     pub register_ops: usize,
     /// Counter keys checked.
     pub counter_keys: usize,

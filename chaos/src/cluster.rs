@@ -28,10 +28,12 @@ pub const KEY: &str = "granary-chaos";
 pub struct Topology {
     /// Master candidates (1 until standby masters exist).
     pub candidates: usize,
+    /// Slaves.
     pub slaves: usize,
 }
 
 impl Topology {
+    /// Silo slots in all.
     pub fn silos(&self) -> usize {
         self.candidates + self.slaves
     }
@@ -41,6 +43,7 @@ impl Topology {
         self.candidates + n
     }
 
+    /// Whether `slot` is a master candidate.
     pub fn is_master(&self, slot: usize) -> bool {
         slot < self.candidates
     }
@@ -59,6 +62,7 @@ struct Proc {
 /// The silo processes of one run; every one still running is killed on drop.
 #[derive(Debug)]
 pub struct Cluster {
+    /// How many silos of each kind.
     pub topology: Topology,
     binary: PathBuf,
     dir: PathBuf,
@@ -91,6 +95,7 @@ impl Cluster {
         }
     }
 
+    /// The name of `slot` (`m0`, `s1`…), for logs and reports.
     pub fn name(&self, slot: usize) -> &str {
         &self.procs[slot].name
     }

@@ -63,6 +63,7 @@ impl FaultKind {
         )
     }
 
+    /// How the report names the fault.
     pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill -9 slave",
@@ -81,6 +82,7 @@ impl FaultKind {
 /// One planned fault.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Planned {
+    /// What goes wrong.
     pub kind: FaultKind,
     /// Offset from the start of the workload.
     #[serde(with = "micros")]

@@ -19,19 +19,44 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "f", rename_all = "snake_case")]
 pub enum Call {
     /// Counter `key`: `Add(1)`.
-    Add { key: String },
+    Add {
+        /// The counter.
+        key: String,
+    },
     /// Counter `key`: `Get`.
-    Get { key: String },
+    Get {
+        /// The counter.
+        key: String,
+    },
     /// Register `key`: write a value no other write uses.
-    Write { key: String, value: u64 },
+    Write {
+        /// The register.
+        key: String,
+        /// The value, unique in the run.
+        value: u64,
+    },
     /// Register `key`: read.
-    Read { key: String },
+    Read {
+        /// The register.
+        key: String,
+    },
     /// Account `from` follows account `to`.
-    Follow { from: String, to: String },
+    Follow {
+        /// The follower.
+        from: String,
+        /// The account followed.
+        to: String,
+    },
     /// Account `key`: follower count.
-    Followers { key: String },
+    Followers {
+        /// The account.
+        key: String,
+    },
     /// Account `key`: the accounts it follows.
-    Following { key: String },
+    Following {
+        /// The account.
+        key: String,
+    },
 }
 
 impl Call {
@@ -109,11 +134,13 @@ pub struct Op {
     pub id: u64,
     /// The client task that ran it (each runs one operation at a time).
     pub worker: u32,
+    /// What was called.
     pub call: Call,
     /// Microseconds since the start of the run.
     pub invoked: u64,
     /// When the client saw the outcome (for `Info`, the effect may come later still).
     pub completed: u64,
+    /// How it ended.
     pub outcome: Outcome,
 }
 

@@ -24,7 +24,12 @@
 //! ├── workload tasks ──► Recorder (history)
 //! └── fault schedule (seeded) ──► report + checkers ──► exit status
 //! ```
-#![warn(missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
 pub mod check;
 pub mod cluster;

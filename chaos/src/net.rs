@@ -206,6 +206,7 @@ impl Net {
         Ok(net)
     }
 
+    /// Namespaces or loopback.
     pub fn kind(&self) -> NetKind {
         self.kind
     }

@@ -29,18 +29,26 @@ const GRACE: u64 = 5_000_000;
 /// When a fault was in effect (µs since the start of the run).
 #[derive(Clone, Debug, Serialize)]
 pub struct Window {
+    /// The planned fault.
     pub fault: Planned,
+    /// The silo it hit, if one.
     pub victim: Option<String>,
+    /// When it was applied.
     pub start: u64,
+    /// When it was healed.
     pub healed: u64,
 }
 
 /// Operation counts.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Counts {
+    /// Operations invoked.
     pub attempted: u64,
+    /// Acknowledged.
     pub ok: u64,
+    /// Certainly not applied.
     pub fail: u64,
+    /// Outcome unknown.
     pub info: u64,
 }
 
@@ -67,11 +75,17 @@ impl Counts {
 /// One fault's effect.
 #[derive(Clone, Debug, Serialize)]
 pub struct FaultStats {
+    /// The fault's name.
     pub fault: &'static str,
+    /// The silo it hit, if one.
     pub victim: Option<String>,
+    /// When it began, seconds into the run.
     pub start_s: f64,
+    /// How long it lasted.
     pub held_s: f64,
+    /// Operations invoked while it lasted.
     pub ops: Counts,
+    /// Share of them acknowledged, %.
     pub availability: f64,
     /// `None`: not recovered before the run ended.
     pub recovery_s: Option<f64>,
@@ -80,13 +94,19 @@ pub struct FaultStats {
 /// The whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The scenario's name (`short`, `mixed`, `soak`).
     pub scenario: String,
+    /// The run's seed.
     pub seed: u64,
+    /// How long the workload ran.
     pub duration_s: f64,
+    /// Operations by outcome.
     pub totals: Counts,
     /// Per call kind (`add`, `read`, …).
     pub by_call: BTreeMap<String, Counts>,
+    /// Each fault's availability and recovery.
     pub faults: Vec<FaultStats>,
+    /// What the checkers found.
     pub findings: Findings,
     /// Keys whose final read never succeeded.
     pub unanswered: Vec<String>,
@@ -193,6 +213,7 @@ impl Report {
         }
     }
 
+    /// Whether the run passed (no violation, no undecided check, every final read answered).
     pub fn passed(&self) -> bool {
         self.failures.is_empty()
     }

@@ -28,12 +28,17 @@ use crate::workload::{self, Keys, Role, Worker};
 pub struct RunConfig {
     /// A short name for the report (`short`, `mixed`, `soak`…).
     pub scenario: String,
+    /// Seed of the schedule and of the workers' choices.
     pub seed: u64,
     /// How long the workload runs (faults included).
     pub duration: Duration,
+    /// Namespaces or loopback.
     pub net: NetKind,
+    /// How many silos of each kind.
     pub topology: Topology,
+    /// The fault kinds to draw from.
     pub faults: Vec<FaultKind>,
+    /// Each listed fault once, or drawn at random.
     pub mode: Mode,
     /// Where run directories go.
     pub out: PathBuf,
@@ -56,6 +61,7 @@ pub struct Tmpfs {
 }
 
 impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `64m`) on `dir`.
     pub fn mount(dir: &Path, size: &str) -> anyhow::Result<Tmpfs> {
         std::fs::create_dir_all(dir)?;
         let status = Command::new("mount")
@@ -95,11 +101,16 @@ fn run_dir(cfg: &RunConfig) -> anyhow::Result<PathBuf> {
 #[derive(Debug)]
 pub struct Stage {
     // Dropped in this order: silos first, then the volume, then the network.
+    /// The silo processes.
     pub cluster: Cluster,
+    /// The fault filter's rules files.
     pub rules: Rules,
+    /// The master's store directory.
     pub store: PathBuf,
     _tmpfs: Option<Tmpfs>,
+    /// The silos' network.
     pub net: Net,
+    /// The run's directory.
     pub dir: PathBuf,
 }
 

@@ -23,42 +23,63 @@ use crate::workload::{Keys, FINAL_READER};
 /// The soak's settings.
 #[derive(Clone, Debug)]
 pub struct SoakConfig {
+    /// Seed of the workers' choices.
     pub seed: u64,
+    /// Namespaces or loopback.
     pub net: NetKind,
+    /// How many silos of each kind.
     pub topology: Topology,
+    /// Where run directories go.
     pub out: PathBuf,
+    /// The `chaos-silo` binary.
     pub silo: PathBuf,
+    /// How long the steady load runs.
     pub duration: Duration,
+    /// How long peak throughput is measured first.
     pub peak_for: Duration,
     /// Share of the peak to hold (0.8).
     pub load: f64,
+    /// A slave is restarted this often.
     pub restart_every: Duration,
+    /// Concurrent workers.
     pub workers: usize,
+    /// Each call's timeout.
     pub timeout: Duration,
 }
 
 /// One minute of the steady phase.
 #[derive(Clone, Debug, Serialize)]
 pub struct Minute {
+    /// Minutes since the steady phase began.
     pub minute: usize,
+    /// Operations invoked in it.
     pub ops: u64,
+    /// Operations per second.
     pub ops_per_s: f64,
     /// Failed or indeterminate, in %.
     pub error_pct: f64,
+    /// Median latency of acknowledged operations.
     pub p50_ms: f64,
+    /// 99th percentile latency.
     pub p99_ms: f64,
 }
 
 /// Resident memory of one silo process (one incarnation).
 #[derive(Clone, Debug, Serialize)]
 pub struct Rss {
+    /// The silo's name.
     pub silo: String,
+    /// Its process id (one incarnation).
     pub pid: u32,
+    /// Samples taken.
     pub samples: usize,
+    /// How long it was sampled.
     pub seconds: f64,
     /// The first sample taken at least 30 s into its life (warm), and the last.
     pub warm_kib: u64,
+    /// The last sample.
     pub last_kib: u64,
+    /// The largest sample.
     pub max_kib: u64,
     /// Least-squares slope over its warm samples, KiB per minute.
     pub slope_kib_per_min: f64,
@@ -67,14 +88,20 @@ pub struct Rss {
 /// What the soak found.
 #[derive(Clone, Debug, Serialize)]
 pub struct SoakReport {
+    /// Acknowledged operations per second, unthrottled.
     pub peak_ops_per_s: f64,
+    /// The load held: `load` × peak.
     pub target_ops_per_s: f64,
+    /// The steady phase, minute by minute.
     pub minutes: Vec<Minute>,
+    /// Every silo incarnation's memory.
     pub rss: Vec<Rss>,
+    /// The steady phase's run report.
     pub run: Report,
 }
 
 impl SoakReport {
+    /// Whether the soak passed (as a run).
     pub fn passed(&self) -> bool {
         self.run.passed()
     }

@@ -27,8 +27,11 @@ use crate::history::{Call, Outcome, Recorder, Reply};
 /// The keys of a run.
 #[derive(Clone, Debug)]
 pub struct Keys {
+    /// Counter keys.
     pub counters: Vec<String>,
+    /// Register keys.
     pub registers: Vec<String>,
+    /// Account keys (first half fans, second half stars).
     pub accounts: Vec<String>,
 }
 
@@ -47,16 +50,22 @@ impl Keys {
 /// What one worker does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
+    /// Counter workers.
     Counter,
+    /// Register workers.
     Register,
+    /// Account workers.
     Account,
 }
 
 /// A worker's settings.
 #[derive(Clone, Debug)]
 pub struct Worker {
+    /// Unique per worker (also in register values).
     pub id: u32,
+    /// What it does.
     pub role: Role,
+    /// The run's seed.
     pub seed: u64,
     /// Time between operation starts (`None`: as fast as replies come).
     pub period: Option<Duration>,

@@ -28,10 +28,13 @@ pub const DEFAULT_BUDGET: u64 = 200_000_000;
 /// The result of checking one key.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Some order explains every operation.
     Linearizable,
     /// The operation (index into the checked list) that no order could place.
     Violation {
+        /// Index (into the key's operations) of the operation no order could place.
         stuck: usize,
+        /// What is wrong, in one line.
         what: String,
     },
     /// The search ran out of budget.
