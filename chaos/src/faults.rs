@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::cluster::Cluster;
 use crate::net::{Net, NetKind};
+use crate::run::Stage;
 
 /// What can go wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -235,101 +236,105 @@ fn fill_disk(dir: &std::path::Path) -> anyhow::Result<u64> {
     Ok(written)
 }
 
-/// Applies `fault` (from now until [`heal`]).
-pub fn apply(
-    fault: &Planned,
-    cluster: &mut Cluster,
-    net: &Net,
-    rules: &Rules,
-    store: &std::path::Path,
-) -> anyhow::Result<()> {
-    let t = cluster.topology;
-    let victim = fault.slave.map(|s| t.slave(s));
-    let masters: Vec<usize> = (0..t.candidates).collect();
-    match fault.kind {
-        FaultKind::Kill => cluster.kill9(victim.context("no victim")?),
-        FaultKind::Pause => cluster.pause(victim.context("no victim")?)?,
-        FaultKind::Isolate => {
-            let v = victim.context("no victim")?;
-            if net.kind() == NetKind::Netns {
-                net.set_isolated(v, true)?;
-            } else {
-                let everyone: Vec<usize> = (0..t.silos()).filter(|&s| s != v).collect();
-                cut_both_ways(net, rules, v, &everyone)?;
+impl Stage {
+    /// Applies `fault` (from now until [`Stage::heal`]).
+    pub fn apply(&mut self, fault: &Planned) -> anyhow::Result<()> {
+        let Stage {
+            cluster,
+            net,
+            rules,
+            store,
+            ..
+        } = self;
+        let t = cluster.topology;
+        let victim = fault.slave.map(|s| t.slave(s));
+        let masters: Vec<usize> = (0..t.candidates).collect();
+        match fault.kind {
+            FaultKind::Kill => cluster.kill9(victim.context("no victim")?),
+            FaultKind::Pause => cluster.pause(victim.context("no victim")?)?,
+            FaultKind::Isolate => {
+                let v = victim.context("no victim")?;
+                if net.kind() == NetKind::Netns {
+                    net.set_isolated(v, true)?;
+                } else {
+                    let everyone: Vec<usize> = (0..t.silos()).filter(|&s| s != v).collect();
+                    cut_both_ways(net, rules, v, &everyone)?;
+                }
             }
-        }
-        FaultKind::PartitionMaster => {
-            cut_both_ways(net, rules, victim.context("no victim")?, &masters)?;
-        }
-        FaultKind::Deaf => {
-            let v = victim.context("no victim")?;
-            for &m in &masters {
-                rules.set(m, &cut(net, v, &["udp", "tcp"]))?;
+            FaultKind::PartitionMaster => {
+                cut_both_ways(net, rules, victim.context("no victim")?, &masters)?;
             }
-        }
-        FaultKind::Mute => {
-            let v = victim.context("no victim")?;
-            let own: Vec<String> = masters
-                .iter()
-                .flat_map(|&m| cut(net, m, &["udp"]))
-                .collect();
-            rules.set(v, &own)?;
-        }
-        FaultKind::Lossy => {
-            let lines = [
-                "udp out * loss 0.2",
-                "udp out * dup 0.2",
-                "udp out * delay 0ms..300ms",
-                "tcp out * delay 0ms..30ms",
-            ]
-            .map(str::to_owned);
-            for slot in 0..t.silos() {
-                rules.set(slot, &lines)?;
+            FaultKind::Deaf => {
+                let v = victim.context("no victim")?;
+                for &m in &masters {
+                    rules.set(m, &cut(net, v, &["udp", "tcp"]))?;
+                }
             }
-        }
-        FaultKind::DiskFull => {
-            fill_disk(store)?;
-        }
-        FaultKind::KillMaster => {
-            // The first running candidate: with one, the master (its clients see
-            // unavailability until it is back); with standbys, one of them takes over.
-            // (Which candidate acts is not visible from outside yet: with several, the
-            // victim may be a standby.)
-            if let Some(m) = masters.into_iter().find(|&m| cluster.running(m)) {
-                cluster.kill9(m);
+            FaultKind::Mute => {
+                let v = victim.context("no victim")?;
+                let own: Vec<String> = masters
+                    .iter()
+                    .flat_map(|&m| cut(net, m, &["udp"]))
+                    .collect();
+                rules.set(v, &own)?;
             }
-        }
-    }
-    Ok(())
-}
-
-/// Ends `fault`: restarts, resumes, reconnects, clears rules, frees space.
-pub fn heal(
-    fault: &Planned,
-    cluster: &mut Cluster,
-    net: &Net,
-    rules: &Rules,
-    store: &std::path::Path,
-) -> anyhow::Result<()> {
-    let t = cluster.topology;
-    let victim = fault.slave.map(|s| t.slave(s));
-    match fault.kind {
-        FaultKind::Kill => cluster.start(net, victim.context("no victim")?)?,
-        FaultKind::Pause => cluster.resume(victim.context("no victim")?)?,
-        FaultKind::Isolate if net.kind() == NetKind::Netns => {
-            net.set_isolated(victim.context("no victim")?, false)?
-        }
-        FaultKind::DiskFull => std::fs::remove_file(store.join("ballast"))?,
-        FaultKind::KillMaster => {
-            for m in 0..t.candidates {
-                if !cluster.running(m) {
-                    cluster.start(net, m)?;
+            FaultKind::Lossy => {
+                let lines = [
+                    "udp out * loss 0.2",
+                    "udp out * dup 0.2",
+                    "udp out * delay 0ms..300ms",
+                    "tcp out * delay 0ms..30ms",
+                ]
+                .map(str::to_owned);
+                for slot in 0..t.silos() {
+                    rules.set(slot, &lines)?;
+                }
+            }
+            FaultKind::DiskFull => {
+                fill_disk(store)?;
+            }
+            FaultKind::KillMaster => {
+                // The first running candidate: with one, the master (its clients see
+                // unavailability until it is back); with standbys, one of them takes over.
+                // (Which candidate acts is not visible from outside yet: with several, the
+                // victim may be a standby.)
+                if let Some(m) = masters.into_iter().find(|&m| cluster.running(m)) {
+                    cluster.kill9(m);
                 }
             }
         }
-        _ => rules.clear()?,
+        Ok(())
     }
-    Ok(())
+
+    /// Ends `fault`: restarts, resumes, reconnects, clears rules, frees space.
+    pub fn heal(&mut self, fault: &Planned) -> anyhow::Result<()> {
+        let Stage {
+            cluster,
+            net,
+            rules,
+            store,
+            ..
+        } = self;
+        let t = cluster.topology;
+        let victim = fault.slave.map(|s| t.slave(s));
+        match fault.kind {
+            FaultKind::Kill => cluster.start(net, victim.context("no victim")?)?,
+            FaultKind::Pause => cluster.resume(victim.context("no victim")?)?,
+            FaultKind::Isolate if net.kind() == NetKind::Netns => {
+                net.set_isolated(victim.context("no victim")?, false)?
+            }
+            FaultKind::DiskFull => std::fs::remove_file(store.join("ballast"))?,
+            FaultKind::KillMaster => {
+                for m in 0..t.candidates {
+                    if !cluster.running(m) {
+                        cluster.start(net, m)?;
+                    }
+                }
+            }
+            _ => rules.clear()?,
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -308,16 +308,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<Report> {
             fault.kind.name(),
             victim.as_deref().unwrap_or("")
         );
-        let Stage {
-            cluster,
-            net,
-            rules,
-            store,
-            ..
-        } = &mut stage;
-        faults::apply(fault, cluster, net, rules, store)?;
+        stage.apply(fault)?;
         tokio::time::sleep(fault.hold).await;
-        faults::heal(fault, cluster, net, rules, store)?;
+        stage.heal(fault)?;
         windows.push(Window {
             fault: *fault,
             victim,

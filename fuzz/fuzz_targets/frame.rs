@@ -27,16 +27,23 @@ fn decode_all(codec: &mut FrameCodec, chunks: &[&[u8]]) -> (Vec<Frame>, bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, stream)) = data.split_first() else { return };
+    let Some((&split, stream)) = data.split_first() else {
+        return;
+    };
     let mut codec = FrameCodec::new(64 * 1024);
     let (whole, failed) = decode_all(&mut codec, &[stream]);
     let at = (split as usize * stream.len()) / 255;
     let (a, b) = stream.split_at(at.min(stream.len()));
     let (pieces, failed_too) = decode_all(&mut codec, &[a, b]);
-    assert_eq!(whole, pieces, "splitting the stream changed what it decodes to");
+    assert_eq!(
+        whole, pieces,
+        "splitting the stream changed what it decodes to"
+    );
     assert_eq!(failed, failed_too);
     for frame in whole {
-        let bytes = codec.encode_to_vec(&frame).expect("a decoded frame encodes");
+        let bytes = codec
+            .encode_to_vec(&frame)
+            .expect("a decoded frame encodes");
         let (again, failed) = decode_all(&mut codec, &[&bytes]);
         assert!(!failed);
         assert_eq!(again, vec![frame]);

@@ -15,12 +15,17 @@ use serde::{de::DeserializeOwned, Serialize};
 fn round_trip<M: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(bytes: &[u8]) {
     if let Ok(message) = codec::decode::<M>(bytes) {
         let again = codec::encode(&message).expect("a decoded message encodes");
-        assert_eq!(codec::decode::<M>(&again).expect("and decodes again"), message);
+        assert_eq!(
+            codec::decode::<M>(&again).expect("and decodes again"),
+            message
+        );
     }
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&pick, body)) = data.split_first() else { return };
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
     let types = registry().grain_types();
     assert!(!types.is_empty(), "the fuzz grains are registered");
     let messages: Vec<_> = types.iter().flat_map(|t| t.messages.iter()).collect();

@@ -23,7 +23,9 @@ fn signed_datagram(body: &[u8]) -> Vec<u8> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let unsigned = PacketCodec::new(None, DEFAULT_MAX_PACKET).unwrap();
     let signed = PacketCodec::new(Some(granary_fuzz::KEY), DEFAULT_MAX_PACKET).unwrap();
     let (codec, datagram) = match mode % 3 {
@@ -37,6 +39,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(codec.decode(&again).expect("and decodes again"), packet);
     }
     // Whatever the flags say, the other codec refuses or decodes, never panics.
-    let other = if std::ptr::eq(codec, &unsigned) { &signed } else { &unsigned };
+    let other = if std::ptr::eq(codec, &unsigned) {
+        &signed
+    } else {
+        &unsigned
+    };
     let _ = other.decode(&datagram);
 });

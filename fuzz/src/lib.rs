@@ -21,7 +21,11 @@ pub struct Script<'a> {
 }
 
 impl AsyncRead for Script<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let n = self.input.len().min(buf.remaining());
         buf.put_slice(&self.input[..n]);
         self.input = &self.input[n..];
@@ -30,7 +34,11 @@ impl AsyncRead for Script<'_> {
 }
 
 impl AsyncWrite for Script<'_> {
-    fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.written.extend_from_slice(buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -88,7 +96,11 @@ impl Grain for Shapes {
 #[async_trait]
 impl Handler<Text> for Shapes {
     type Reply = String;
-    async fn handle(&mut self, Text(s): Text, _: &mut GrainContext<Self>) -> Result<String, GrainError> {
+    async fn handle(
+        &mut self,
+        Text(s): Text,
+        _: &mut GrainContext<Self>,
+    ) -> Result<String, GrainError> {
         Ok(s)
     }
 }
@@ -96,7 +108,11 @@ impl Handler<Text> for Shapes {
 #[async_trait]
 impl Handler<Number> for Shapes {
     type Reply = i64;
-    async fn handle(&mut self, Number(n): Number, _: &mut GrainContext<Self>) -> Result<i64, GrainError> {
+    async fn handle(
+        &mut self,
+        Number(n): Number,
+        _: &mut GrainContext<Self>,
+    ) -> Result<i64, GrainError> {
         Ok(n)
     }
 }
@@ -112,7 +128,11 @@ impl Handler<Unit> for Shapes {
 #[async_trait]
 impl Handler<Mixed> for Shapes {
     type Reply = Vec<String>;
-    async fn handle(&mut self, Mixed(v, _): Mixed, _: &mut GrainContext<Self>) -> Result<Vec<String>, GrainError> {
+    async fn handle(
+        &mut self,
+        Mixed(v, _): Mixed,
+        _: &mut GrainContext<Self>,
+    ) -> Result<Vec<String>, GrainError> {
         Ok(v)
     }
 }
