@@ -37,6 +37,7 @@ fn main() {
         (
             "welcome",
             PacketBody::Welcome {
+                epoch: 2,
                 view: 4,
                 params: ProtocolParams {
                     heartbeat_interval_ms: 1000,
@@ -45,7 +46,15 @@ fn main() {
                 members: vec![WireMember { id: me, load }],
             },
         ),
-        ("heartbeat", PacketBody::Heartbeat { load, view: 4 }),
+        (
+            "heartbeat",
+            PacketBody::Heartbeat {
+                epoch: 2,
+                load,
+                view: 4,
+                ack: 7,
+            },
+        ),
         ("shutdown", PacketBody::Shutdown),
         (
             "connect",

@@ -42,9 +42,11 @@ fn body() -> impl Strategy<Value = PacketBody> {
             any::<u64>(),
             1..10_000u64,
             1..10u32,
-            prop::collection::vec((silo_id(), load()), 0..8)
+            prop::collection::vec((silo_id(), load()), 0..8),
+            any::<u64>()
         )
-            .prop_map(|(view, ms, missed, members)| PacketBody::Welcome {
+            .prop_map(|(view, ms, missed, members, epoch)| PacketBody::Welcome {
+                epoch,
                 view,
                 params: ProtocolParams {
                     heartbeat_interval_ms: ms,
@@ -55,7 +57,16 @@ fn body() -> impl Strategy<Value = PacketBody> {
                     .map(|(id, load)| WireMember { id, load })
                     .collect(),
             }),
-        (load(), any::<u64>()).prop_map(|(load, view)| PacketBody::Heartbeat { load, view }),
+        (load(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(load, view, epoch, ack)| {
+            PacketBody::Heartbeat {
+                epoch,
+                load,
+                view,
+                ack,
+            }
+        }),
+        (any::<u64>(), prop::option::of(silo_id()))
+            .prop_map(|(epoch, leader)| PacketBody::NotLeader { epoch, leader }),
         Just(PacketBody::Shutdown),
         (silo_id(), any::<u64>())
             .prop_map(|(member, view)| PacketBody::SlaveConnect { member, view }),
