@@ -124,10 +124,14 @@ impl Cluster {
         ];
         if t.is_master(slot) {
             args.extend(["--role".into(), "master".into(), "--storage".into()]);
-            args.push(format!(
-                "embedded:{}",
-                self.store.join("grains.redb").display()
-            ));
+            // One store per candidate (standbys keep replicas), all on the store volume.
+            let store = if t.candidates > 1 {
+                self.store.join(format!("m{slot}"))
+            } else {
+                self.store.clone()
+            };
+            let _ = std::fs::create_dir_all(&store);
+            args.push(format!("embedded:{}", store.join("grains.redb").display()));
             for peer in (0..t.candidates).filter(|&c| c != slot) {
                 args.extend(["--peer".into(), net.udp(peer).to_string()]);
             }
