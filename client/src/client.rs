@@ -340,7 +340,9 @@ impl Gateways {
     }
 
     /// Sends `request` to the current gateway, moving on to the next one while the
-    /// gateways are unreachable (each is tried once per call).
+    /// gateways are unreachable (each is tried once per call). A gateway that lets the
+    /// call time out is left for the next call (found by the chaos harness: a client
+    /// whose gateway was SIGSTOPped failed every call until it resumed).
     async fn call(&self, request: Request, deadline: Instant) -> Result<Response, CallError> {
         let start = self.current.load(Ordering::Relaxed);
         let mut last = CallError::Unreachable("no gateway".into());
@@ -359,7 +361,21 @@ impl Gateways {
                     tracing::debug!(gateway = %self.addrs[index], error = %e, "gateway failed; trying the next");
                     last = e.into();
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if e == TransportError::Timeout {
+                        // A gateway that holds calls without answering (paused, cut
+                        // off): the next call starts at the next gateway. This one is
+                        // not retried: its deadline is spent.
+                        let next = (index + 1) % self.addrs.len();
+                        let _ = self.current.compare_exchange(
+                            start,
+                            next,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        );
+                    }
+                    return Err(e.into());
+                }
             }
         }
         Err(last)

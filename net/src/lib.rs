@@ -4,6 +4,8 @@
 //! (the calling library) both build on this crate.
 //!
 //! # Layout
+//! - [`fault`]: fault-injection hooks (drop, delay, duplicate) for chaos tests; they
+//!   compile to nothing without the `fault-injection` feature.
 //! - [`transport`]: [`Peers`](transport::Peers), one multiplexed TCP connection per
 //!   remote silo with reconnect and backoff; [`TransportConfig`](transport::TransportConfig);
 //!   the cluster-key [`handshake`](transport::handshake) and the batching
@@ -19,5 +21,6 @@
 )]
 #![deny(missing_docs)]
 
+pub mod fault;
 pub mod routing;
 pub mod transport;

@@ -406,6 +406,7 @@ impl Peers {
         let connect_deadline = deadline.min(now + self.inner.config.connect_timeout);
         let key = self.inner.config.cluster_key.clone();
         let connect = async move {
+            crate::fault::tcp_connect(addr)?;
             let mut stream = TcpStream::connect(addr).await?;
             if let Some(key) = key {
                 handshake::respond(&mut stream, &key)

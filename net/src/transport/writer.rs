@@ -31,8 +31,13 @@ pub async fn write_frames(
 }
 
 async fn drain(stream: OwnedWriteHalf, mut queue: mpsc::Receiver<Vec<u8>>) -> io::Result<()> {
+    // Only the fault filter (chaos builds) looks at the peer.
+    let peer = crate::fault::ENABLED
+        .then(|| stream.peer_addr().ok())
+        .flatten();
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, stream);
     while let Some(frame) = queue.recv().await {
+        crate::fault::tcp_write(peer).await?;
         out.write_all(&frame).await?;
         while let Ok(frame) = queue.try_recv() {
             out.write_all(&frame).await?;

@@ -152,6 +152,7 @@ impl Driver {
                     self.finish(out, true).await;
                 }
                 received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((_, src)) if granary_net::fault::udp_recv_dropped(src) => {}
                     Ok((len, src)) => self.on_datagram(&buf[..len], src).await,
                     Err(e) => {
                         if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
@@ -344,6 +345,9 @@ impl Driver {
                 }
             };
             tracing::trace!(%dest, seq = self.seq, kind, "sending");
+            if granary_net::fault::udp_send(&self.socket, &bytes, dest) {
+                continue; // dropped or delayed by the fault filter (chaos builds only)
+            }
             if let Err(e) = self.socket.send_to(&bytes, dest).await {
                 if let Some(suppressed) = self.io_warnings.allow(Instant::now()) {
                     tracing::warn!(
