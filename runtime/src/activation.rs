@@ -406,6 +406,11 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                         slot_kept = true;
                         idle.as_mut().reset((last_active + TURN_BOX_KEPT).min(last_active + idle_timeout));
                     }
+                    if current.ctx.is_unsettled() {
+                        // Before the next message may read the state (boxed: rare, and the
+                        // task stays small).
+                        Box::pin(current.ctx.settle()).await;
+                    }
                     if current.ctx.take_deactivate_request() {
                         break Exit::Requested;
                     }
@@ -506,7 +511,7 @@ async fn deactivate<G: Grain>(live: &mut Live<G>, exit: Exit, id: &GrainId) -> b
         }
     }
     if ctx.needs_final_write() {
-        if let Err(e) = ctx.write_state().await {
+        if let Err(e) = ctx.write_final().await {
             if exit == Exit::Idle && !e.is_conflict() {
                 tracing::warn!(grain = %id, error = %e, "state write failed; staying active");
                 return false;

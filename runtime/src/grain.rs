@@ -101,6 +101,12 @@ pub struct GrainContext<G: Grain> {
     /// The last write or clear whose answer was lost (it may have landed): a later etag
     /// conflict is checked against it before the state is declared stale.
     unknown: Option<Unknown>,
+    /// A handler's write or clear failed without a conflict during this turn: before
+    /// the next turn, [`settle`](Self::settle) finds out whether it landed.
+    unsettled: bool,
+    /// The state in memory may never reach the store (a failed write did not land): it
+    /// is dropped, never written, and the grain deactivates.
+    unsaved: bool,
     /// Deactivate after the current turn.
     deactivate: bool,
     /// Where the state lives.
@@ -126,6 +132,8 @@ impl<G: Grain> GrainContext<G> {
             dirty: false,
             conflicted: false,
             unknown: None,
+            unsettled: false,
+            unsaved: false,
             deactivate: false,
             storage,
             router,
@@ -174,16 +182,33 @@ impl<G: Grain> GrainContext<G> {
     /// On `Ok` the write is durable (as durable as the provider). On
     /// [`StorageError::Conflict`] someone else wrote newer state: nothing is written, and
     /// the grain deactivates after this turn so the next activation reads the newer state.
-    /// On other errors the state stays dirty and the write may be retried. When an
-    /// earlier write's answer was lost (`Unavailable`) and it did land, the next write's
-    /// etag conflict is recognised as such (the store holds exactly that write) and the
-    /// write goes on from the stored etag instead.
+    /// On other errors (store unreachable, disk full, an answer lost in a failover) the
+    /// write may or may not have landed, and no later message may read a value the store
+    /// might never hold. The handler may retry within its turn; if the turn ends with the
+    /// write still failed, the runtime reads the store before the next message: if it
+    /// holds exactly this write, the grain goes on from it; otherwise the grain
+    /// deactivates *without* writing this state, and its next activation reads what the
+    /// store holds. A retry whose etag conflicts because the first attempt did land is
+    /// recognised as such (the store holds exactly that write) and goes on from it.
     ///
     /// In a cluster, a slave that lost its hosting lease (cut off from the acting master)
     /// refuses the write with [`StorageError::Unavailable`] before sending it; a write the
     /// store acknowledges only after the lease ran out fails with `Unavailable` too (its
     /// outcome is unknown to the caller) and the grain deactivates.
     pub async fn write_state(&mut self) -> Result<(), StorageError> {
+        let result = self.store_state().await;
+        self.note_outcome(&result);
+        result
+    }
+
+    /// The final write of write-behind state at deactivation: on failure the grain keeps
+    /// its state (the only copy) and the activation tries again later.
+    pub(crate) async fn write_final(&mut self) -> Result<(), StorageError> {
+        self.store_state().await
+    }
+
+    /// Writes the state under its etag (see [`write_state`](Self::write_state)).
+    async fn store_state(&mut self) -> Result<(), StorageError> {
         if Self::stateless() {
             self.dirty = false;
             return Ok(());
@@ -220,6 +245,12 @@ impl<G: Grain> GrainContext<G> {
     /// Deletes the stored record and resets the state to its default. The hosting lease
     /// is checked as for [`write_state`](Self::write_state).
     pub async fn clear_state(&mut self) -> Result<(), StorageError> {
+        let result = self.clear_stored().await;
+        self.note_outcome(&result);
+        result
+    }
+
+    async fn clear_stored(&mut self) -> Result<(), StorageError> {
         if !Self::stateless() {
             if self.conflicted {
                 return Err(self.stale_error());
@@ -247,6 +278,51 @@ impl<G: Grain> GrainContext<G> {
             Ok(())
         } else {
             self.check_acknowledged_in_time()
+        }
+    }
+
+    /// A handler's write or clear: success settles the turn; a failure other than a
+    /// conflict leaves it to [`settle`](Self::settle).
+    fn note_outcome(&mut self, result: &Result<(), StorageError>) {
+        match result {
+            Ok(()) => self.unsettled = false,
+            Err(err) if !err.is_conflict() && !self.conflicted => self.unsettled = true,
+            Err(_) => {}
+        }
+    }
+
+    /// True when a write or clear of this turn failed and was not retried successfully.
+    pub(crate) fn is_unsettled(&self) -> bool {
+        self.unsettled
+    }
+
+    /// Runs between turns after [`is_unsettled`](Self::is_unsettled): reads the store.
+    /// If it holds exactly what the failed attempt wrote, the attempt landed and the
+    /// grain goes on from it. Otherwise (it holds something else, or cannot be read) the
+    /// state in memory may never be stored: it is dropped unwritten and the grain
+    /// deactivates, so its next activation serves what the store holds.
+    pub(crate) async fn settle(&mut self) {
+        self.unsettled = false;
+        if self.conflicted {
+            return;
+        }
+        let landed = match (self.unknown.take(), self.storage.read(&self.id).await) {
+            (Some(Unknown::Write(data)), Ok(Some(stored))) if stored.data == data => {
+                Some(Some(stored.etag))
+            }
+            (Some(Unknown::Clear), Ok(None)) => Some(None),
+            _ => None,
+        };
+        match landed {
+            Some(etag) => {
+                tracing::info!(grain = %self.id, "a failed state write had landed; going on from it");
+                self.etag = etag;
+            }
+            None => {
+                tracing::warn!(grain = %self.id, "a state write failed and did not land; dropping the unsaved state (the grain deactivates)");
+                self.unsaved = true;
+                self.deactivate = true;
+            }
         }
     }
 
@@ -351,7 +427,7 @@ impl<G: Grain> GrainContext<G> {
 
     /// Whether deactivation should write the state.
     pub(crate) fn needs_final_write(&self) -> bool {
-        self.dirty && !self.conflicted && !Self::stateless()
+        self.dirty && !self.conflicted && !self.unsaved && !Self::stateless()
     }
 }
 

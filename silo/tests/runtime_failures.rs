@@ -47,6 +47,28 @@ async fn etag_conflict_fails_the_write_and_deactivates() {
 }
 
 #[tokio::test]
+async fn a_failed_write_is_never_read_afterwards() {
+    // The chaos harness's "dirty read of a failed write": a write fails (the store is
+    // down), a later read must not see its value, which the store may never hold.
+    let storage = Arc::new(FlakyStorage::default());
+    let silo = start(storage.clone(), Duration::from_secs(600)).await;
+    let g = silo.grain::<Tally>("outage");
+    assert_eq!(g.ask(Add(5)).await.unwrap(), 5);
+    storage
+        .fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = g.ask(Add(1)).await.unwrap_err();
+    assert!(matches!(err, CallError::Storage(_)), "{err:?}");
+    // The failed value is dropped before the next message: it reads what is stored.
+    assert_eq!(g.ask(Total).await.unwrap(), 5);
+    storage
+        .fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(g.ask(Add(1)).await.unwrap(), 6);
+    silo.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_panicking_handler_fails_its_call_only() {
     let storage = Arc::new(MemoryStorage::new());
     let silo = start(storage.clone(), Duration::from_secs(600)).await;
