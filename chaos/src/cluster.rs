@@ -266,6 +266,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// The running candidate that acts as master, read off the candidates' logs (the
+    /// latest "acting as master for epoch N" not followed by "stopped acting"; the
+    /// highest epoch wins). `None` while no candidate acts (an election is under way).
+    pub fn acting_master(&mut self) -> Option<usize> {
+        let mut best: Option<(u64, usize)> = None;
+        for slot in 0..self.topology.candidates {
+            if !self.running(slot) {
+                continue;
+            }
+            let proc = &self.procs[slot];
+            let log = self.dir.join(format!("{}.{}.log", proc.name, proc.runs));
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(epoch) = acting_epoch(&text) {
+                if best.is_none_or(|(e, _)| epoch > e) {
+                    best = Some((epoch, slot));
+                }
+            }
+        }
+        best.map(|(_, slot)| slot)
+    }
+
     /// The last `lines` lines of the latest log of `slot`.
     pub fn log_tail(&self, slot: usize, lines: usize) -> String {
         let proc = &self.procs[slot];
@@ -352,3 +373,21 @@ impl Drop for Cluster {
         self.kill_all();
     }
 }
+
+/// The epoch a candidate's log says it acts for: its last "acting as master for epoch N"
+/// line, unless a "stopped acting as master" line follows it.
+pub fn acting_epoch(log: &str) -> Option<u64> {
+    for line in log.lines().rev() {
+        if line.contains("stopped acting as master") {
+            return None;
+        }
+        if let Some(rest) = line.split("acting as master for epoch ").nth(1) {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            return digits.parse().ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

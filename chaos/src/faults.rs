@@ -294,11 +294,14 @@ impl Stage {
                 fill_disk(store)?;
             }
             FaultKind::KillMaster => {
-                // The first running candidate: with one, the master (its clients see
-                // unavailability until it is back); with standbys, one of them takes over.
-                // (Which candidate acts is not visible from outside yet: with several, the
-                // victim may be a standby.)
-                if let Some(m) = masters.into_iter().find(|&m| cluster.running(m)) {
+                // The acting master (its log says so); while none acts (an election is
+                // under way), the first running candidate. With one candidate, its
+                // clients see unavailability until it is back; with standbys, one of
+                // them takes over.
+                let acting = cluster.acting_master();
+                if let Some(m) =
+                    acting.or_else(|| masters.into_iter().find(|&m| cluster.running(m)))
+                {
                     cluster.kill9(m);
                 }
             }
