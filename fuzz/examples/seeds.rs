@@ -31,6 +31,7 @@ fn main() {
     let load = LoadReport {
         activations: 3,
         queue_depth: 1,
+        suspended: false,
     };
     let bodies = [
         ("handshake", PacketBody::Handshake),

@@ -142,6 +142,9 @@ pub struct LoadReport {
     pub activations: u64,
     /// Sum of the mailbox lengths of those activations.
     pub queue_depth: u64,
+    /// From a slave: its hosting lease has lapsed (it has not heard the acting master in
+    /// time), so its grains wait; placement avoids it while others can take grains.
+    pub suspended: bool,
 }
 
 /// The timing parameters a master hands to every slave in its WELCOME, so the whole
@@ -219,8 +222,9 @@ pub enum PacketBody {
         /// From the master: its membership version. From a slave: the last master
         /// version it applied (the master re-sends WELCOME when this is behind).
         view: u64,
-        /// From the master: the sequence number of the slave's packet it answers (the
-        /// slave's lease runs from when it sent that packet). From a slave: 0.
+        /// From the master: the sequence number of the slave's heartbeat it answers (the
+        /// slave's lease runs from when it sent that heartbeat). From a slave: that
+        /// number, counting its heartbeats.
         ack: u64,
     },
     /// Graceful leave. From a master without standbys it also means "shut down".

@@ -29,9 +29,12 @@ fn silo_id() -> impl Strategy<Value = SiloId> {
 }
 
 fn load() -> impl Strategy<Value = LoadReport> {
-    (any::<u64>(), any::<u64>()).prop_map(|(activations, queue_depth)| LoadReport {
-        activations,
-        queue_depth,
+    (any::<u64>(), any::<u64>(), any::<bool>()).prop_map(|(activations, queue_depth, suspended)| {
+        LoadReport {
+            activations,
+            queue_depth,
+            suspended,
+        }
     })
 }
 

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::directory::{Candidate, Directory, Resolution};
 use crate::dispatcher::ReleaseHook;
-use crate::membership::{Leadership, MembershipSnapshot};
+use crate::membership::{Leadership, MemberInfo, MembershipSnapshot};
 use granary_proto::packet::SiloId;
 
 /// The silo-address form of a membership id.
@@ -85,15 +85,23 @@ impl SiloResolver {
         }
     }
 
-    /// Live slaves as placement candidates.
+    /// Live slaves as placement candidates: those that hold their hosting lease, or, if
+    /// none does (a cluster starting, a failover), every live slave (their grains wait
+    /// for the lease rather than fail).
     pub(crate) fn candidates(snapshot: &MembershipSnapshot) -> Vec<Candidate> {
-        snapshot
+        let candidate = |m: &MemberInfo| Candidate {
+            silo: silo_addr(&m.id),
+            queue_depth: m.load.queue_depth,
+        };
+        let serving: Vec<Candidate> = snapshot
             .active_slaves()
-            .map(|m| Candidate {
-                silo: silo_addr(&m.id),
-                queue_depth: m.load.queue_depth,
-            })
-            .collect()
+            .filter(|m| !m.load.suspended)
+            .map(candidate)
+            .collect();
+        if !serving.is_empty() {
+            return serving;
+        }
+        snapshot.active_slaves().map(candidate).collect()
     }
 
     /// The epoch this silo acts as master for, if it does.

@@ -159,6 +159,7 @@ async fn heartbeats_carry_load() {
     let report = LoadReport {
         activations: 17,
         queue_depth: 4,
+        suspended: false,
     };
     slave.load.send_replace(report);
     master
@@ -170,6 +171,7 @@ async fn heartbeats_carry_load() {
     let master_report = LoadReport {
         activations: 3,
         queue_depth: 1,
+        suspended: false,
     };
     master.load.send_replace(master_report);
     slave
@@ -182,6 +184,7 @@ async fn heartbeats_carry_load() {
     slave.load.send_replace(LoadReport {
         activations: 18,
         queue_depth: 0,
+        suspended: false,
     });
     master
         .wait("slave load again", |s| {

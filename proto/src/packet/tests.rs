@@ -14,6 +14,7 @@ fn every_body() -> Vec<PacketBody> {
     let load = LoadReport {
         activations: 12,
         queue_depth: 345,
+        suspended: true,
     };
     vec![
         PacketBody::Handshake,

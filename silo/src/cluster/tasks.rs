@@ -32,7 +32,7 @@ pub(super) async fn report_load(
             () = stop.cancelled() => return,
             _ = tick.tick() => {
                 let (activations, queued) = catalog.load();
-                load.send_replace(LoadReport { activations: activations as u64, queue_depth: queued as u64 });
+                load.send_replace(LoadReport { activations: activations as u64, queue_depth: queued as u64, suspended: false });
             }
         }
     }

@@ -149,7 +149,11 @@ impl Master {
             return;
         }
         if let Some(entry) = self.table.active_mut(&from) {
-            entry.last_heard = now;
+            // A member that handshakes again has not heard this master lately and may be
+            // deaf to us: only heartbeats keep it alive (a slave that never hears the
+            // WELCOME is declared dead once its last heartbeat is `dead_after` old, so
+            // its grains move). Its last heartbeats said whether it still held its
+            // hosting lease (`LoadReport::suspended`), and placement avoids it if not.
             entry.addr = src;
             out.push((src, self.welcome()));
             return;
@@ -175,6 +179,17 @@ impl Master {
         let rejoin = self.table.get(&from).is_some();
         self.table.activate(from, src, now, false);
         self.table.record_seq(&from, seq);
+        if rejoin {
+            // Declared dead or departed before: placement avoids it until a heartbeat
+            // says it holds its hosting lease again.
+            self.table.set_load(
+                &from,
+                LoadReport {
+                    suspended: true,
+                    ..LoadReport::default()
+                },
+            );
+        }
         self.view += 1;
         if rejoin {
             tracing::info!("slave {from} joined again (membership view {})", self.view);

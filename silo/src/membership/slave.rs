@@ -508,7 +508,12 @@ impl Slave {
                 addr,
                 PacketBody::Heartbeat {
                     epoch: self.epoch,
-                    load,
+                    // Suspended: it held a hosting lease and lost it (a silo that just
+                    // joined has none yet and is placeable: its grains wait one round).
+                    load: LoadReport {
+                        suspended: !serving && self.lease_until.is_some(),
+                        ..load
+                    },
                     view: self.applied_view,
                     ack: number,
                 },

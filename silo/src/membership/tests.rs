@@ -299,6 +299,7 @@ fn heartbeats_carry_load_to_the_master() {
     net.nodes[1].load = LoadReport {
         activations: 5,
         queue_depth: 9,
+        suspended: false,
     };
     net.rounds(1);
     let at_master = net.snap(0);

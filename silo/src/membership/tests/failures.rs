@@ -186,3 +186,50 @@ fn restarted_slave_replaces_its_old_generation() {
     assert!(out.is_empty());
     assert!(!net.snap(0).is_active(&old));
 }
+
+#[test]
+fn a_deaf_slave_is_avoided_then_declared_dead() {
+    // Slave 1 hears nothing from the master; the master hears it (an asymmetric cut).
+    let mut net = joined_cluster(2);
+    let (master, deaf, fine) = (net.nodes[0].id, net.nodes[1].id, net.nodes[2].id);
+    let deaf_addr = deaf.udp;
+    let serving = |net: &super::Net, id: &SiloId| {
+        let snap = net.snap(0);
+        let m = snap.get(id).unwrap();
+        m.status == MemberStatus::Active && !m.load.suspended
+    };
+    assert!(serving(&net, &deaf) && serving(&net, &fine));
+    let mut declared_dead_at = None;
+    for round in 0..12 {
+        net.tick_all();
+        net.deliver_except(|from, to, _| *from == master && *to == deaf_addr);
+        net.advance(INTERVAL);
+        if round == 3 {
+            // Its hosting lease ran out (250 ms): its heartbeats say so, and placement
+            // avoids it while it is still a member.
+            assert_eq!(net.snap(1).hosting, Hosting::Suspended);
+            assert!(net.snap(0).is_active(&deaf));
+            assert!(!serving(&net, &deaf), "a suspended slave is not placeable");
+        }
+        // Declared dead: the master tells the others (SLAVE_DISCONNECT).
+        let disconnected = net
+            .log
+            .iter()
+            .any(|(from, _, kind)| *from == master && *kind == "SLAVE_DISCONNECT");
+        net.log.clear();
+        if declared_dead_at.is_none() && disconnected {
+            declared_dead_at = Some(round);
+        }
+        assert!(serving(&net, &fine), "round {round}");
+    }
+    // The slave stops heartbeating once it lost the master (after 300 ms) and only
+    // handshakes; those keep no member alive, so it is declared dead 300 ms later and
+    // its grains can move. (Its next HANDSHAKE re-admits it, never as placeable.)
+    let at = declared_dead_at.expect("the deaf slave was never declared dead");
+    assert!((5..=8).contains(&at), "declared dead in round {at}");
+    assert!(!serving(&net, &deaf));
+    // The cut heals: the slave joins again, reports, and serves.
+    net.rounds(4);
+    assert!(serving(&net, &deaf));
+    assert_eq!(net.snap(1).hosting, Hosting::Serving);
+}
