@@ -74,6 +74,15 @@ pub trait Handler<M: Message>: Grain {
     ) -> Result<Self::Reply, GrainError>;
 }
 
+/// How many times a write or clear whose answer was lost (`Unavailable`) is sent again,
+/// under the same etag, before the handler sees the error. Resending is safe because
+/// every write is conditional: if the first attempt landed, the resend meets a conflict
+/// and [`GrainContext::reconcile`] recognises the grain's own write.
+const RESENDS: u32 = 3;
+
+/// Pause before the n-th resend (times n): lets a failover elect its next master.
+const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A write or clear whose answer was lost.
 #[derive(Debug)]
 enum Unknown {
@@ -184,7 +193,10 @@ impl<G: Grain> GrainContext<G> {
     /// the grain deactivates after this turn so the next activation reads the newer state.
     /// On other errors (store unreachable, disk full, an answer lost in a failover) the
     /// write may or may not have landed, and no later message may read a value the store
-    /// might never hold. The handler may retry within its turn; if the turn ends with the
+    /// might never hold. A write that failed with `Unavailable` (its answer lost, e.g. the
+    /// acting master died) is first sent again by the runtime, a few times under the same
+    /// etag, which is safe because the write is conditional; only then does the handler
+    /// see the error. The handler may retry within its turn; if the turn ends with the
     /// write still failed, the runtime reads the store before the next message: if it
     /// holds exactly this write, the grain goes on from it; otherwise the grain
     /// deactivates *without* writing this state, and its next activation reads what the
@@ -218,7 +230,7 @@ impl<G: Grain> GrainContext<G> {
         }
         self.check_lease()?;
         let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
-        let mut reconciled = false;
+        let mut resends = 0;
         loop {
             match self
                 .storage
@@ -231,8 +243,11 @@ impl<G: Grain> GrainContext<G> {
                     self.unknown = None;
                     return self.check_acknowledged_in_time();
                 }
-                Err(err) if err.is_conflict() && !reconciled && self.reconcile().await => {
-                    reconciled = true;
+                // A conflict after an attempt of unknown outcome: was it our own write?
+                // (`reconcile` consumes that attempt, so this arm cannot loop.)
+                Err(err) if err.is_conflict() && self.reconcile().await => {}
+                Err(err) if self.may_resend(&err, &mut resends).await => {
+                    self.unknown = Some(Unknown::Write(data.clone()));
                 }
                 Err(err) => {
                     self.failed(&err, Unknown::Write(data));
@@ -256,12 +271,13 @@ impl<G: Grain> GrainContext<G> {
                 return Err(self.stale_error());
             }
             self.check_lease()?;
-            let mut reconciled = false;
+            let mut resends = 0;
             loop {
                 match self.storage.clear(&self.id, self.etag.as_deref()).await {
                     Ok(()) => break,
-                    Err(err) if err.is_conflict() && !reconciled && self.reconcile().await => {
-                        reconciled = true;
+                    Err(err) if err.is_conflict() && self.reconcile().await => {}
+                    Err(err) if self.may_resend(&err, &mut resends).await => {
+                        self.unknown = Some(Unknown::Clear);
                     }
                     Err(err) => {
                         self.failed(&err, Unknown::Clear);
@@ -279,6 +295,22 @@ impl<G: Grain> GrainContext<G> {
         } else {
             self.check_acknowledged_in_time()
         }
+    }
+
+    /// After a write or clear failed with `err`: true (after a pause) when it should be
+    /// sent again — its answer was lost (`Unavailable`: a failover, a dropped connection),
+    /// resends are left, and this silo still holds its hosting lease.
+    async fn may_resend(&self, err: &StorageError, resends: &mut u32) -> bool {
+        if !matches!(err, StorageError::Unavailable(_)) || *resends >= RESENDS {
+            return false;
+        }
+        if !self.lease.is_valid() {
+            return false;
+        }
+        *resends += 1;
+        tracing::info!(grain = %self.id, error = %err, resend = *resends, "a state write's outcome is unknown; sending it again under the same etag");
+        tokio::time::sleep(RESEND_PAUSE * *resends).await;
+        true
     }
 
     /// A handler's write or clear: success settles the turn; a failure other than a

@@ -17,8 +17,10 @@ struct TestStore {
     writes: Mutex<u64>,
     /// How long each write takes (a slow store).
     delay: Mutex<std::time::Duration>,
-    /// The next write is applied but its answer is lost.
-    lose_next_answer: Mutex<bool>,
+    /// The next this many applied writes lose their answer.
+    lose_answers: Mutex<u32>,
+    /// Written over the record by "someone else" right after an answer is lost.
+    intruder: Mutex<Option<Vec<u8>>>,
     /// Every write fails with `Unavailable` before it is applied (a store that is down).
     down: Mutex<bool>,
 }
@@ -29,7 +31,16 @@ impl TestStore {
     }
 
     fn lose_next_answer(&self) {
-        *self.lose_next_answer.lock().unwrap() = true;
+        self.lose_answers(1);
+    }
+
+    fn lose_answers(&self, n: u32) {
+        *self.lose_answers.lock().unwrap() = n;
+    }
+
+    /// After the next lost answer, another writer stores `state` before any resend.
+    fn intrude_after_lost_answer(&self, state: &KeptState) {
+        *self.intruder.lock().unwrap() = Some(codec::encode(state).unwrap());
     }
 
     fn set_down(&self, down: bool) {
@@ -82,7 +93,14 @@ impl GrainStorage for TestStore {
                 etag: etag.clone(),
             },
         );
-        if std::mem::take(&mut *self.lose_next_answer.lock().unwrap()) {
+        let mut lose = self.lose_answers.lock().unwrap();
+        if *lose > 0 {
+            *lose -= 1;
+            if let Some(data) = self.intruder.lock().unwrap().take() {
+                *n += 1;
+                let etag = format!("e{n}");
+                records.insert(grain.clone(), StoredState { data, etag });
+            }
             return Err(StorageError::Unavailable("the answer was lost".into()));
         }
         Ok(etag)
@@ -259,50 +277,64 @@ async fn references_carry_the_grain_identity() {
     let _ = Stateless;
 }
 
-#[tokio::test]
-async fn a_write_whose_answer_was_lost_but_landed_is_recognised() {
+#[tokio::test(start_paused = true)]
+async fn a_write_whose_answer_was_lost_is_resent_and_recognised() {
     let store = Arc::new(TestStore::default());
     let mut a = ctx::<Kept>(&store, "lost");
     a.load_state().await.unwrap();
     a.state_mut().n = 1;
     a.write_state().await.unwrap();
     // The next write lands, but its answer is lost (the master died after making it
-    // durable): the caller is told the outcome is unknown.
+    // durable). The runtime sends it again under the same etag: the resend meets a
+    // conflict, recognises the grain's own write, and goes on from it. The handler sees
+    // success; no deactivation, nothing lost.
     a.state_mut().n = 2;
     store.lose_next_answer();
-    let err = a.write_state().await.unwrap_err();
-    assert!(matches!(err, StorageError::Unavailable(_)));
-    assert!(a.is_dirty());
-    // The following write meets an etag conflict, recognises its own earlier write, and
-    // goes on from it: no deactivation, nothing lost.
+    a.write_state().await.unwrap();
+    assert!(!a.is_dirty());
+    assert!(!a.is_unsettled());
+    assert!(!a.take_deactivate_request());
+    assert_eq!(store.stored(a.id()), Some(KeptState { n: 2 }));
     a.state_mut().n = 3;
     a.write_state().await.unwrap();
-    assert!(!a.take_deactivate_request());
-    let stored: KeptState =
-        codec::decode(&store.read(a.id()).await.unwrap().unwrap().data).unwrap();
-    assert_eq!(stored, KeptState { n: 3 });
+    assert_eq!(store.stored(a.id()), Some(KeptState { n: 3 }));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn answers_lost_again_and_again_are_resent_a_bounded_number_of_times() {
+    let store = Arc::new(TestStore::default());
+    let mut a = ctx::<Kept>(&store, "flaky");
+    a.load_state().await.unwrap();
+    a.state_mut().n = 1;
+    // Every applied write loses its answer: each resend is recognised as the grain's own
+    // write and written again, until the resends run out.
+    store.lose_answers(u32::MAX);
+    let err = a.write_state().await.unwrap_err();
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    assert!(a.is_unsettled());
+    // The store does hold this write: settling keeps it.
+    store.lose_answers(0);
+    a.settle().await;
+    assert!(!a.take_deactivate_request());
+    assert_eq!(store.stored(a.id()), Some(KeptState { n: 1 }));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_real_conflict_after_a_lost_answer_is_still_a_conflict() {
     let store = Arc::new(TestStore::default());
     let mut a = ctx::<Kept>(&store, "contested");
     a.load_state().await.unwrap();
     a.state_mut().n = 1;
+    // a's write lands and its answer is lost; someone else writes before the resend.
     store.lose_next_answer();
-    assert!(a.write_state().await.is_err());
-    // Someone else writes other state meanwhile.
-    let mut b = ctx::<Kept>(&store, "contested");
-    b.load_state().await.unwrap();
-    b.state_mut().n = 42;
-    b.write_state().await.unwrap();
-    a.state_mut().n = 2;
+    store.intrude_after_lost_answer(&KeptState { n: 42 });
     let err = a.write_state().await.unwrap_err();
     assert!(err.is_conflict(), "{err:?}");
     assert!(a.take_deactivate_request());
+    assert_eq!(store.stored(a.id()), Some(KeptState { n: 42 }));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_write_that_did_not_land_is_dropped_before_the_next_turn() {
     // Found by the chaos harness (seed 2, master killed): later reads saw a value whose
     // write had failed; then the grain was fenced and the value vanished.
@@ -333,14 +365,15 @@ async fn a_failed_write_that_did_not_land_is_dropped_before_the_next_turn() {
     assert_eq!(b.state(), &KeptState { n: 1 });
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_write_that_landed_is_kept_at_settle() {
     let store = Arc::new(TestStore::default());
     let mut a = ctx::<Kept>(&store, "landed");
     a.load_state().await.unwrap();
     a.state_mut().n = 1;
-    store.lose_next_answer();
+    store.lose_answers(u32::MAX);
     assert!(a.write_state().await.is_err());
+    store.lose_answers(0);
     a.settle().await;
     assert!(
         !a.take_deactivate_request(),
@@ -352,7 +385,7 @@ async fn a_failed_write_that_landed_is_kept_at_settle() {
     assert_eq!(store.stored(a.id()), Some(KeptState { n: 2 }));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_retry_that_succeeds_within_the_turn_settles_it() {
     let store = Arc::new(TestStore::default());
     let mut a = ctx::<Kept>(&store, "retry");
@@ -367,7 +400,7 @@ async fn a_retry_that_succeeds_within_the_turn_settles_it() {
     assert_eq!(store.stored(a.id()), Some(KeptState { n: 7 }));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_final_write_keeps_the_write_behind_state() {
     // Deactivation's write of write-behind state: on failure the grain stays active with
     // its state (the only copy) and tries again later; nothing is dropped.
