@@ -6,7 +6,9 @@
 //! that does not host the grain answers `Moved(owner)`: the cache is fixed and the call
 //! re-sent. Calls are retried only when they certainly were not delivered (connect
 //! refused, silo shutting down, moved); a connection lost mid-call fails fast with
-//! [`CallError::Lost`].
+//! [`CallError::Lost`]. A call sent and never answered (lost or timed out) also drops
+//! every cached route to that silo: it may be dead, paused or cut off, and the other
+//! grains cached there are looked up again rather than each timing out.
 //!
 //! Inside a silo the router also has a [`LocalDelivery`]: grains active on this silo are
 //! reached without serialization, and grains the directory places here are activated.
@@ -357,9 +359,11 @@ impl Router for ClusterRouter {
                 Err(e @ (TransportError::Unreachable(_) | TransportError::Closed)) => {
                     last_error = Some(e.into())
                 }
-                // Sent, outcome unknown (connection lost, timeout): never retried.
+                // Sent, outcome unknown (connection lost, timeout): never retried. The
+                // silo may be dead, paused or cut off: forget every route to it, so other
+                // grains cached there are looked up again instead of each timing out.
                 Err(e) => {
-                    self.forget(&target);
+                    self.forget_silo(silo);
                     return fail(reply, e.into());
                 }
             }
@@ -441,3 +445,6 @@ async fn deliver_encoded_here(
     let _ = tx.send(result);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
