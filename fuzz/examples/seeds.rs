@@ -109,6 +109,7 @@ fn main() {
                     timeout_ms: 2000,
                     hops: 0,
                     one_way: false,
+                    stream: None,
                     trace: None,
                 }),
             },

@@ -16,6 +16,9 @@
 //! An envelope's trace context (set when a grain's handler made the call) travels in
 //! the frame's `GrainCall::trace` and is put back into the envelope on the receiving
 //! silo, so the callee's `grain_call` span is a child of the caller's.
+//!
+//! A call answered with a stream (`ask_stream`) takes the same path; the child module
+//! `stream` carries its items between silos.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -25,12 +28,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use granary_proto::frame::{GrainCall, Request, Response, SiloAddr, TraceContext};
 use granary_proto::{CallError, CodecError, GrainId};
-use granary_runtime::envelope::{Body, Envelope, LocalReply, ReplyTo};
+use granary_runtime::envelope::{Body, Envelope, LocalReply, ReplyTo, ReplyValue};
 use granary_runtime::Router;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::transport::{Peers, TransportError};
+
+mod stream;
 
 /// How many `Moved` answers a call follows before giving up.
 pub const MAX_HOPS: u8 = 4;
@@ -145,12 +150,10 @@ impl ClusterRouter {
     }
 
     /// Handles a grain call that arrived over TCP at this silo: delivers it here if this
-    /// silo hosts or owns the grain, else answers `Moved` with the owner.
+    /// silo hosts or owns the grain, else answers `Moved` with the owner. (A call asking
+    /// for a streamed reply goes to [`ClusterRouter::inbound_stream`].)
     pub async fn inbound(&self, call: GrainCall, one_way: bool) -> Response {
-        let Some(local) = &self.local else {
-            return Response::Grain(Err(CallError::Unreachable("not a silo".into())));
-        };
-        let deadline = Instant::now() + Duration::from_millis(u64::from(call.timeout_ms.max(1)));
+        let deadline = inbound_deadline(&call);
         let target = call.target.clone();
         let (tx, rx) = oneshot::channel();
         let envelope = Envelope {
@@ -167,22 +170,8 @@ impl ClusterRouter {
             hops: call.hops,
             trace: call.trace,
         };
-        let not_active = match local.deliver_if_active(envelope, deadline).await {
-            Ok(back) => back,
-            Err(e) => return Response::Grain(Err(e)),
-        };
-        if let Some(envelope) = not_active {
-            // Not active here: only the directory may say it belongs here.
-            self.forget(&target);
-            match self.owner(&target, deadline).await {
-                Ok(owner) if owner == local.me() => {
-                    if let Err(e) = local.deliver_here(envelope, deadline).await {
-                        return Response::Grain(Err(e));
-                    }
-                }
-                Ok(owner) => return Response::Moved(owner),
-                Err(e) => return Response::Grain(Err(e)),
-            }
+        if let Err(response) = self.accept(envelope, &target, deadline).await {
+            return response;
         }
         if one_way {
             return Response::Grain(Ok(Vec::new()));
@@ -195,6 +184,44 @@ impl ClusterRouter {
             Ok(Ok(result)) => Response::Grain(result),
         }
     }
+
+    /// Delivers an envelope that arrived over TCP to a grain of this silo: at once if it
+    /// is active here, else only if the directory names this silo its owner. `Err` is
+    /// the response to send instead (`Moved`, or why it was not delivered).
+    async fn accept(
+        &self,
+        envelope: Envelope,
+        target: &GrainId,
+        deadline: Instant,
+    ) -> Result<(), Response> {
+        let Some(local) = &self.local else {
+            return Err(Response::Grain(Err(CallError::Unreachable(
+                "not a silo".into(),
+            ))));
+        };
+        let not_active = local
+            .deliver_if_active(envelope, deadline)
+            .await
+            .map_err(|e| Response::Grain(Err(e)))?;
+        if let Some(envelope) = not_active {
+            // Not active here: only the directory may say it belongs here.
+            self.forget(target);
+            match self.owner(target, deadline).await {
+                Ok(owner) if owner == local.me() => local
+                    .deliver_here(envelope, deadline)
+                    .await
+                    .map_err(|e| Response::Grain(Err(e)))?,
+                Ok(owner) => return Err(Response::Moved(owner)),
+                Err(e) => return Err(Response::Grain(Err(e))),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The deadline of a call that arrived over TCP.
+fn inbound_deadline(call: &GrainCall) -> Instant {
+    Instant::now() + Duration::from_millis(u64::from(call.timeout_ms.max(1)))
 }
 
 impl fmt::Debug for ClusterRouter {
@@ -225,7 +252,7 @@ impl Router for ClusterRouter {
         let Envelope {
             target,
             body,
-            reply,
+            mut reply,
             mut hops,
             trace,
         } = envelope;
@@ -237,6 +264,7 @@ impl Router for ClusterRouter {
         let mut body = Some(body);
         let mut encoded: Option<(String, Vec<u8>)> = None;
         let one_way = matches!(reply, ReplyTo::None);
+        let stream = stream::window(&reply);
         let mut owner = self.cached(&target);
         let mut pause = RETRY_INITIAL;
         let mut last_error = None;
@@ -315,13 +343,25 @@ impl Router for ClusterRouter {
                 timeout_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
                 hops,
                 one_way,
+                stream,
                 trace,
             };
-            match self
-                .peers
-                .call(silo.addr, Request::Grain(call), deadline)
-                .await
-            {
+            let answer = if stream.is_some() {
+                match stream::call(&self.peers, silo.addr, call, reply, decode_reply, deadline)
+                    .await
+                {
+                    stream::Outcome::Carried => return Ok(()),
+                    stream::Outcome::Answer(answer, back) => {
+                        reply = back;
+                        answer
+                    }
+                }
+            } else {
+                self.peers
+                    .call(silo.addr, Request::Grain(call), deadline)
+                    .await
+            };
+            match answer {
                 Ok(Response::Grain(Ok(bytes))) => {
                     complete(reply, bytes, decode_reply);
                     return Ok(());
@@ -387,6 +427,8 @@ fn complete(reply: ReplyTo, bytes: Vec<u8>, decode_reply: Option<DecodeReply>) {
         ReplyTo::Encoded(tx) => {
             let _ = tx.send(Ok(bytes));
         }
+        // An empty stream (it ended before any item).
+        reply @ ReplyTo::Stream(_) => reply.complete(Ok(ReplyValue::None)),
         ReplyTo::Local(tx) => {
             let decoded = match decode_reply {
                 Some(decode) => decode(&bytes).map_err(|e| CallError::Codec(e.to_string())),
@@ -397,7 +439,7 @@ fn complete(reply: ReplyTo, bytes: Vec<u8>, decode_reply: Option<DecodeReply>) {
     }
 }
 
-/// Decodes replies for callers in this process.
+/// Decodes replies (or stream items) for callers in this process.
 type DecodeReply = fn(&[u8]) -> Result<LocalReply, CodecError>;
 
 /// Delivers an already-encoded call to this silo and completes `reply` (which may want a

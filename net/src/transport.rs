@@ -7,7 +7,8 @@
 //! `granary-silo` and shares [`TransportConfig`] and the batching [`writer`].
 //!
 //! Frames are [`granary_proto::frame::Frame`]s (length prefix, version byte, bincode
-//! body).
+//! body). A streamed reply is read through a [`RemoteStream`] (calling side) and sent
+//! through a [`StreamSender`] (serving side), both held to the caller's credit.
 //!
 //! ```text
 //! Peers (Clone; Arc inside; owns a TaskTracker and a CancellationToken)
@@ -23,10 +24,12 @@ use granary_proto::CallError;
 
 pub mod handshake;
 mod peers;
+mod stream;
 pub mod writer;
 
 pub use handshake::ClusterKey;
 pub use peers::Peers;
+pub use stream::{RemoteStream, StreamEvent, StreamSender};
 
 /// Default cap on concurrently served connections per listener.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;

@@ -86,11 +86,21 @@ pub enum CallError {
     /// Delivery: not delivered.
     #[error("activation failed: {0}")]
     ActivationFailed(String),
+    /// The call was cancelled: its caller gave up on it (dropped the call, or cancelled
+    /// it), or the call it was made from was cancelled in turn (cancellation follows the
+    /// call chain). A caller sees this error only for a call cancelled on its behalf,
+    /// such as a grain call made inside a handler whose own caller gave up.
+    ///
+    /// Delivery: unknown, as with [`CallError::Timeout`]. If the handler had not started,
+    /// it never runs; if it was running, it was told (`ctx.cancelled()`) and every call it
+    /// made was cancelled too, but what it did before stopping stays done.
+    #[error("the call was cancelled")]
+    Cancelled,
 }
 
 impl CallError {
     /// Every variant's [`CallError::kind`], in declaration order (for metrics labels).
-    pub const KINDS: [&'static str; 12] = [
+    pub const KINDS: [&'static str; 13] = [
         "timeout",
         "unknown_grain_type",
         "unknown_message",
@@ -103,6 +113,7 @@ impl CallError {
         "lost",
         "shutting_down",
         "activation_failed",
+        "cancelled",
     ];
 
     /// The variant's name in snake case, without its details: a bounded label.
@@ -120,6 +131,7 @@ impl CallError {
             CallError::Lost(_) => 9,
             CallError::ShuttingDown => 10,
             CallError::ActivationFailed(_) => 11,
+            CallError::Cancelled => 12,
         };
         Self::KINDS[index]
     }

@@ -4,6 +4,24 @@
 //! expects a response (matched by its `id`, so many can be in flight on one connection
 //! and answered out of order), the response itself, or a one-way request (`tell`).
 //!
+//! A grain call may ask for a **streamed reply** ([`GrainCall::stream`]): the server
+//! then sends any number of [`Frame::StreamItem`]s with the request's id before the one
+//! [`Frame::Response`] that ends the stream. Flow control is by credit: the server sends
+//! an item only while it holds credit, which starts at the call's window and grows with
+//! every [`Frame::StreamCredit`] the caller sends as its consumer takes items, so a slow
+//! consumer slows the producer and neither end buffers more than one window. A caller
+//! that gives up on any request (an ask or a stream) sends [`Frame::Cancel`]: the server
+//! stops working on it and sends nothing more for it.
+//!
+//! ```text
+//! caller                                   server
+//!   Request{id 7, Grain(stream: Some(4))} ──►
+//!                                        ◄── StreamItem{7} ×4     (credit spent)
+//!   StreamCredit{7, 2}                   ──►
+//!                                        ◄── StreamItem{7} ×2
+//!                                        ◄── Response{7, Grain(Ok([]))}   (the end)
+//! ```
+//!
 //! # Wire format
 //! ```text
 //! +----------------+---------+------------------------------+
@@ -34,8 +52,10 @@ pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 
 /// Version byte written in front of every frame body. 2: a grain call carries an
 /// optional [`TraceContext`]. 3: directory answers carry the master's epoch; directory
-/// reports and store replication between candidates.
-pub const FRAME_VERSION: u8 = 3;
+/// reports and store replication between candidates. 4: streamed replies
+/// ([`GrainCall::stream`], [`Frame::StreamItem`], [`Frame::StreamCredit`]), cancellation
+/// ([`Frame::Cancel`]) and [`CallError::Cancelled`].
+pub const FRAME_VERSION: u8 = 4;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -84,6 +104,33 @@ pub enum Frame {
     },
     /// A request whose result is discarded (a grain `tell`); nothing is sent back.
     OneWay(Request),
+    /// Server → caller: one item of the streamed reply to request `id` (a grain call
+    /// with [`GrainCall::stream`]). Sent only while the server holds credit for the
+    /// stream; the stream ends with the [`Frame::Response`] of the same `id`.
+    StreamItem {
+        /// The request whose reply this item belongs to.
+        id: u64,
+        /// The item, encoded by [`crate::codec`].
+        #[serde(with = "serde_bytes")]
+        item: Vec<u8>,
+    },
+    /// Caller → server: the caller's consumer took `credit` more items of stream `id`,
+    /// so the server may send that many more. Credit for a stream that has ended is
+    /// ignored.
+    StreamCredit {
+        /// The streaming request.
+        id: u64,
+        /// How many more items may be sent.
+        credit: u32,
+    },
+    /// Caller → server: the caller gave up on request `id` (dropped the call, timed out,
+    /// or was cancelled itself). The server stops working on it: a grain call not yet
+    /// handled is never handled, a handler that runs is told (`ctx.cancelled()`), and
+    /// nothing more is sent for `id`, not even a response. Unknown ids are ignored.
+    Cancel {
+        /// The request given up on.
+        id: u64,
+    },
 }
 
 /// A grain message addressed to one grain.
@@ -106,6 +153,11 @@ pub struct GrainCall {
     /// A `tell`: the receiver answers `Grain(Ok(empty))` as soon as the message is in
     /// the grain's mailbox, instead of waiting for the handler.
     pub one_way: bool,
+    /// A call whose reply is a stream (`ask_stream`): the items come as
+    /// [`Frame::StreamItem`]s, and this is the caller's initial credit (how many items
+    /// it can take before it grants more). The closing `Response::Grain(Ok(_))` carries
+    /// no bytes. `None`: one reply.
+    pub stream: Option<u32>,
     /// The trace the call belongs to, when a grain's handler made it: the receiver's
     /// turn becomes a child of the sender's. `None` for calls from outside a grain (a
     /// client), whose turn starts a new trace.

@@ -102,10 +102,11 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u32>(),
             any::<u8>(),
             any::<bool>(),
+            prop::option::of(any::<u32>()),
             prop::option::of((any::<u128>(), any::<u64>()))
         )
             .prop_map(
-                |(target, message, payload, timeout_ms, hops, one_way, trace)| {
+                |(target, message, payload, timeout_ms, hops, one_way, stream, trace)| {
                     Request::Grain(GrainCall {
                         target,
                         message,
@@ -113,6 +114,7 @@ fn request() -> impl Strategy<Value = Request> {
                         timeout_ms,
                         hops,
                         one_way,
+                        stream,
                         trace: trace.map(|(trace_id, parent_span_id)| TraceContext {
                             trace_id,
                             parent_span_id,
@@ -146,6 +148,7 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(any::<u8>(), 0..64).prop_map(|b| Response::Grain(Ok(b))),
         ".{0,20}".prop_map(|why| Response::Grain(Err(CallError::Lost(why)))),
         Just(Response::Grain(Err(CallError::Timeout))),
+        Just(Response::Grain(Err(CallError::Cancelled))),
         (addr(), any::<u64>()).prop_map(|(a, g)| Response::Moved(SiloAddr::new(a, g))),
     ]
 }
@@ -155,6 +158,10 @@ fn frame() -> impl Strategy<Value = Frame> {
         (any::<u64>(), request()).prop_map(|(id, body)| Frame::Request { id, body }),
         (any::<u64>(), response()).prop_map(|(id, body)| Frame::Response { id, body }),
         request().prop_map(Frame::OneWay),
+        (any::<u64>(), prop::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(id, item)| Frame::StreamItem { id, item }),
+        (any::<u64>(), any::<u32>()).prop_map(|(id, credit)| Frame::StreamCredit { id, credit }),
+        any::<u64>().prop_map(|id| Frame::Cancel { id }),
     ]
 }
 

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 
-use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyValue};
+use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::lease::HostingLease;
 use crate::router::Router;
@@ -216,8 +216,8 @@ enum Exit {
 /// each turn's future and handed back by it, so that future borrows nothing and its
 /// allocation can be reused from one turn to the next (see [`TurnFuture`]).
 pub struct Live<G: Grain> {
-    grain: G,
-    ctx: GrainContext<G>,
+    pub(crate) grain: G,
+    pub(crate) ctx: GrainContext<G>,
 }
 
 impl<G: Grain> fmt::Debug for Live<G> {
@@ -237,12 +237,12 @@ pub type TurnOutput<G> = (Box<Live<G>>, Result<ReplyValue, CallError>);
 pub type TurnFuture<G> = ReusableBoxFuture<'static, TurnOutput<G>>;
 
 /// Starts one message on a grain: stores into `slot` the future that decodes or
-/// unboxes it, calls the handler and shapes the reply.
+/// unboxes it, calls the handler and shapes the reply (or streams its items).
 ///
 /// The handler runs inside `span` with `trace` as the context of the calls it makes;
 /// both live in the turn's future, so an idle activation's task stays small.
 pub type HandleFn<G> =
-    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyKind, TraceContext, tracing::Span);
+    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyShape, TraceContext, tracing::Span);
 
 /// One row of a grain type's handler table.
 pub struct HandlerEntry<G: Grain> {
@@ -263,6 +263,17 @@ impl<G: Grain> HandlerEntry<G> {
             handle: handle_message::<G, M>,
         }
     }
+
+    /// The row for `M` answered with a stream of replies, named `message` on the wire.
+    pub const fn stream<M: Message>(message: &'static str) -> Self
+    where
+        G: crate::streaming::StreamHandler<M>,
+    {
+        Self {
+            message,
+            handle: crate::streaming::handle_stream_message::<G, M>,
+        }
+    }
 }
 
 impl<G: Grain> fmt::Debug for HandlerEntry<G> {
@@ -275,13 +286,13 @@ fn handle_message<G: Handler<M>, M: Message>(
     slot: &mut TurnFuture<G>,
     mut live: Box<Live<G>>,
     body: Body,
-    kind: ReplyKind,
+    shape: ReplyShape,
     trace: TraceContext,
     span: tracing::Span,
 ) {
     slot.set(
         crate::trace::scoped(trace, async move {
-            let result = call_handler::<G, M>(&mut live, body, kind).await;
+            let result = call_handler::<G, M>(&mut live, body, shape).await;
             (live, result)
         })
         .instrument(span),
@@ -291,16 +302,15 @@ fn handle_message<G: Handler<M>, M: Message>(
 async fn call_handler<G: Handler<M>, M: Message>(
     live: &mut Live<G>,
     body: Body,
-    kind: ReplyKind,
+    shape: ReplyShape,
 ) -> Result<ReplyValue, CallError> {
-    let msg: M = match body {
-        Body::Local { value, .. } => value
-            .downcast::<M>()
-            .map_err(|_| CallError::Codec("message type mismatch".into()))?,
-        Body::Encoded { bytes, .. } => {
-            codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))?
-        }
+    let ReplyShape::One(kind) = shape else {
+        return Err(CallError::Codec(format!(
+            "`{}` answers with one reply: call it with `ask`, not `ask_stream`",
+            std::any::type_name::<M>()
+        )));
     };
+    let msg: M = decode_message(body)?;
     let Live { grain, ctx } = live;
     let reply = grain.handle(msg, ctx).await.map_err(handler_error)?;
     match kind {
@@ -309,15 +319,31 @@ async fn call_handler<G: Handler<M>, M: Message>(
         ReplyKind::Encoded => codec::encode(&reply)
             .map(ReplyValue::Encoded)
             .map_err(|e| CallError::Codec(e.to_string())),
+        ReplyKind::Stream => Err(CallError::Codec("a stream's items were taken twice".into())),
+    }
+}
+
+/// The message of a call, unboxed or decoded.
+pub(crate) fn decode_message<M: Message>(body: Body) -> Result<M, CallError> {
+    match body {
+        Body::Local { value, .. } => value
+            .downcast::<M>()
+            .map_err(|_| CallError::Codec("message type mismatch".into())),
+        Body::Encoded { bytes, .. } => {
+            codec::decode(&bytes).map_err(|e| CallError::Codec(e.to_string()))
+        }
     }
 }
 
 /// Maps a handler's error to the call error the caller sees.
 pub(crate) fn handler_error(err: GrainError) -> CallError {
-    match err.downcast_ref::<StorageError>() {
-        Some(storage) => CallError::Storage(storage.to_string()),
-        None => CallError::Handler(err.to_string()),
+    if let Some(storage) = err.downcast_ref::<StorageError>() {
+        return CallError::Storage(storage.to_string());
     }
+    if let Some(stream) = err.downcast_ref::<crate::streaming::SendError>() {
+        return stream.to_call_error();
+    }
+    CallError::Handler(err.to_string())
 }
 
 /// Starts the activation task for grain type `G` (called through the registry).
@@ -533,7 +559,7 @@ async fn turn<G: Grain>(
     let Envelope {
         target,
         body,
-        reply,
+        mut reply,
         trace,
         ..
     } = envelope;
@@ -544,7 +570,7 @@ async fn turn<G: Grain>(
         });
         return Some(live);
     };
-    let kind = reply.kind();
+    let shape = reply.shape();
     let ids = TurnIds::new(trace);
     // Fields are formatted only by a subscriber that records the span. No `tracing`
     // parent: the caller's turn ran on another task, maybe in another process; the ids
@@ -563,7 +589,7 @@ async fn turn<G: Grain>(
     if let Some(parent) = ids.parent_span_id {
         span.record("parent_span_id", tracing::field::display(SpanId(parent)));
     }
-    (entry.handle)(slot, live, body, kind, ids.for_children(), span);
+    (entry.handle)(slot, live, body, shape, ids.for_children(), span);
     let started = Instant::now();
     match AssertUnwindSafe(std::future::poll_fn(|cx| slot.poll(cx)))
         .catch_unwind()

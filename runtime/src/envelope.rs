@@ -4,13 +4,17 @@
 //! [`LocalValue`] and the reply comes back the same way (small ones in place, without a
 //! heap allocation; see [`value`]). A call that arrived over the network carries bytes
 //! and wants bytes back. The activation's handler table accepts both.
+//!
+//! A streamed reply ([`ReplyTo::Stream`]) is a bounded channel of items plus a one-shot
+//! end: the handler's items wait in the channel for the consumer (a full channel makes
+//! the handler wait), and the end says whether the stream finished or why it failed.
 
 use std::any::{Any, TypeId};
 use std::fmt;
 
 use granary_proto::frame::TraceContext;
 use granary_proto::{CallError, CodecError, GrainId};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 pub mod value;
 
@@ -67,6 +71,96 @@ pub enum ReplyTo {
     Local(oneshot::Sender<Result<LocalReply, CallError>>),
     /// An ask from the network: the reply is encoded.
     Encoded(oneshot::Sender<Result<Vec<u8>, CallError>>),
+    /// An `ask_stream`: items, then the end.
+    Stream(StreamReply),
+}
+
+/// Where a streamed reply goes: its items and its end.
+pub struct StreamReply {
+    /// The items, until the turn takes them ([`ReplyTo::shape`]); dropping the sender
+    /// after the last item closes the channel.
+    items: Option<StreamSink>,
+    /// How the stream ended: `Ok` after the last item, or why it failed. The consumer
+    /// reads it once the item channel is closed and empty.
+    end: oneshot::Sender<Result<(), CallError>>,
+}
+
+impl StreamReply {
+    /// A stream whose items go to `items` in `form`, and whose end goes to `end`.
+    pub fn new(
+        items: mpsc::Sender<StreamItem>,
+        form: ItemForm,
+        end: oneshot::Sender<Result<(), CallError>>,
+    ) -> Self {
+        Self {
+            items: Some(StreamSink { items, form }),
+            end,
+        }
+    }
+
+    /// The item channel and form, if the turn has not taken them.
+    pub fn sink(&self) -> Option<&StreamSink> {
+        self.items.as_ref()
+    }
+
+    /// The item sink (if not taken) and the end, for a router that carries the items
+    /// from another silo.
+    pub fn into_parts(self) -> (Option<StreamSink>, oneshot::Sender<Result<(), CallError>>) {
+        (self.items, self.end)
+    }
+}
+
+/// The producing end of a streamed reply, as a stream handler's turn holds it.
+#[derive(Debug)]
+pub struct StreamSink {
+    /// Bounded: a consumer that does not read makes the producer wait.
+    pub items: mpsc::Sender<StreamItem>,
+    /// The form the consumer takes items in.
+    pub form: ItemForm,
+}
+
+/// The form of a streamed reply's items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ItemForm {
+    /// Typed, for a consumer in this process.
+    Local,
+    /// Encoded, for a consumer across the network.
+    Encoded,
+}
+
+/// One item of a streamed reply.
+pub enum StreamItem {
+    /// A typed item (the handler's `Item`), type-erased.
+    Local(LocalValue),
+    /// An encoded item.
+    Encoded(Vec<u8>),
+}
+
+impl fmt::Debug for StreamItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamItem::Local(_) => f.write_str("Local(..)"),
+            StreamItem::Encoded(b) => write!(f, "Encoded({} bytes)", b.len()),
+        }
+    }
+}
+
+impl fmt::Debug for StreamReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamReply")
+            .field("items", &self.items)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a handler should produce for its call, handed to the handler table by the turn:
+/// the form of its one reply, or the sink its stream of items goes to.
+#[derive(Debug)]
+pub enum ReplyShape {
+    /// One reply, in this form.
+    One(ReplyKind),
+    /// A stream of items.
+    Stream(StreamSink),
 }
 
 impl ReplyTo {
@@ -76,6 +170,25 @@ impl ReplyTo {
             ReplyTo::None => ReplyKind::None,
             ReplyTo::Local(_) => ReplyKind::Local,
             ReplyTo::Encoded(_) => ReplyKind::Encoded,
+            ReplyTo::Stream(_) => ReplyKind::Stream,
+        }
+    }
+
+    /// True for a streamed reply.
+    pub fn is_stream(&self) -> bool {
+        matches!(self, ReplyTo::Stream(_))
+    }
+
+    /// What the handler should produce. For a stream this takes its item sink out (the
+    /// turn hands it to the handler; the end stays here for [`ReplyTo::complete`]); a
+    /// second call on a stream yields an empty shape that fails the handler.
+    pub fn shape(&mut self) -> ReplyShape {
+        match self {
+            ReplyTo::Stream(stream) => match stream.items.take() {
+                Some(sink) => ReplyShape::Stream(sink),
+                None => ReplyShape::One(ReplyKind::Stream),
+            },
+            other => ReplyShape::One(other.kind()),
         }
     }
 
@@ -85,6 +198,7 @@ impl ReplyTo {
             ReplyTo::None => true,
             ReplyTo::Local(tx) => tx.is_closed(),
             ReplyTo::Encoded(tx) => tx.is_closed(),
+            ReplyTo::Stream(stream) => stream.end.is_closed(),
         }
     }
 
@@ -104,6 +218,11 @@ impl ReplyTo {
                     _ => Err(CallError::Codec("reply produced in the wrong form".into())),
                 }));
             }
+            ReplyTo::Stream(stream) => {
+                // The items end first: a consumer reads the end once the channel is empty.
+                drop(stream.items);
+                let _ = stream.end.send(result.map(drop));
+            }
         }
     }
 
@@ -122,6 +241,8 @@ pub enum ReplyKind {
     Local,
     /// Encode it.
     Encoded,
+    /// Stream items (see [`ReplyShape::Stream`]).
+    Stream,
 }
 
 /// A reply in the form its [`ReplyKind`] asked for.

@@ -19,11 +19,13 @@
 //! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
 //! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement, and the
 //!   [`GrainContext`] they get (identity, state).
+//! - [`streaming`]: [`StreamHandler`], a handler answering with a stream of items into
+//!   [`Replies`].
 //! - [`activation`]: the turn loop that owns one grain instance, and its handler table
 //!   (host-facing).
 //! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
-//! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask` builders (and
-//!   [`GrainContext::grain`], a reference from inside a grain).
+//! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask`/`ask_stream`
+//!   builders (and [`GrainContext::grain`], a reference from inside a grain).
 //!
 //! # Example
 //! ```
@@ -71,21 +73,24 @@ pub mod reference;
 pub mod registry;
 pub mod router;
 pub mod storage;
+pub mod streaming;
 pub mod trace;
 
 pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
 pub use granary_proto::{CallError, GrainId};
 pub use lease::HostingLease;
-pub use reference::{Ask, AskFuture, GrainRef, Tell, TellFuture, DEFAULT_CALL_TIMEOUT};
+pub use reference::{Ask, AskFuture, AskStream, GrainRef, Tell, TellFuture, DEFAULT_CALL_TIMEOUT};
 pub use registry::RegisteredMessage;
 pub use router::Router;
 pub use storage::{Etag, GrainStorage, StorageError, StoredState};
+pub use streaming::{Replies, SendError, StreamHandler};
 
 /// One import for grain authors: `use granary_runtime::prelude::*;`.
 pub mod prelude {
     pub use crate::grain::{Grain, GrainContext, GrainError, Handler};
     pub use crate::reference::GrainRef;
     pub use crate::storage::StorageError;
+    pub use crate::streaming::{Replies, StreamHandler};
     pub use async_trait::async_trait;
     pub use granary_proto::CallError;
 }

@@ -1,6 +1,7 @@
 //! [`GrainRef`]: a typed address plus a way to deliver, and the `tell`/`ask` builders
 //! with their futures ([`TellFuture`], [`AskFuture`]), written by hand so that a call to
 //! a grain in this process allocates nothing beyond its envelope and reply channel.
+//! `ask_stream` and its [`AskStream`] are in the child module `stream`.
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -18,6 +19,10 @@ use crate::envelope::{Body, Envelope, LocalReply, LocalValue, ReplyTo};
 use crate::grain::{Grain, GrainContext, Handler, Message};
 use crate::registry::{registry, RegisteredMessage};
 use crate::router::Router;
+
+mod stream;
+
+pub use stream::{AskStream, DEFAULT_STREAM_BUFFER, MAX_STREAM_BUFFER};
 
 /// Default deadline of a call: 30 s, as Orleans' response timeout.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,10 +90,7 @@ impl<G: Grain> GrainRef<G> {
         }
     }
 
-    fn envelope<M: Message>(&self, msg: M, reply: ReplyTo) -> Result<Envelope, CallError>
-    where
-        G: Handler<M>,
-    {
+    fn envelope<M: Message>(&self, msg: M, reply: ReplyTo) -> Result<Envelope, CallError> {
         let vtable = registry().vtable::<G, M>()?;
         Ok(Envelope {
             target: self.id.clone(),

@@ -15,6 +15,7 @@ use granary_proto::{codec, CallError, CodecError};
 use crate::activation::ActivationArgs;
 use crate::envelope::{LocalReply, LocalValue, MessageVTable};
 use crate::grain::{Grain, Handler, Message};
+use crate::streaming::StreamHandler;
 
 /// [`MessageVTable`]s are built here, where grain types are known; the envelope that
 /// carries one only needs its function pointers.
@@ -30,6 +31,18 @@ impl MessageVTable {
             decode_reply: decode_reply::<G, M>,
         }
     }
+
+    /// The vtable of `M` for `G` answered with a stream: `decode_reply` decodes one item.
+    pub const fn stream<G: StreamHandler<M>, M: Message>(message: &'static str) -> Self {
+        Self {
+            grain_type: G::TYPE_NAME,
+            message,
+            grain_type_id: TypeId::of::<G>,
+            message_type_id: TypeId::of::<M>,
+            encode: encode_message::<M>,
+            decode_reply: decode_item::<G, M>,
+        }
+    }
 }
 
 fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, CodecError> {
@@ -41,6 +54,10 @@ fn encode_message<M: Message>(value: &(dyn Any + Send)) -> Result<Vec<u8>, Codec
 
 fn decode_reply<G: Handler<M>, M: Message>(bytes: &[u8]) -> Result<LocalReply, CodecError> {
     Ok(LocalValue::new(codec::decode::<G::Reply>(bytes)?))
+}
+
+fn decode_item<G: StreamHandler<M>, M: Message>(bytes: &[u8]) -> Result<LocalReply, CodecError> {
+    Ok(LocalValue::new(codec::decode::<G::Item>(bytes)?))
 }
 
 /// A registered grain type, as submitted by [`register_grain!`](crate::register_grain).
@@ -150,7 +167,8 @@ impl Registry {
 }
 
 /// Proof that `register_grain!` registered the grain type `Self` with the message `M`:
-/// the macro implements it for every message it lists, and `tell`/`ask` require it, so
+/// the macro implements it for every message it lists (in `handles` or `streams`), and
+/// `tell`/`ask`/`ask_stream` require it, so
 /// sending a message that the registration forgot (or sending to a grain type that was
 /// never registered) is a compile error that names the line to fix. Never implement it
 /// by hand.
@@ -176,7 +194,7 @@ impl Registry {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not registered with message `{M}`",
     label = "`{M}` is missing from `{Self}`'s `register_grain!` line",
-    note = "add `{M}` to `granary_runtime::register_grain!({Self}, handles = [...])` next to the grain (or add that line if the grain has none)"
+    note = "add `{M}` to `granary_runtime::register_grain!({Self}, handles = [...])` next to the grain (or to its `streams = [...]` if `{Self}` answers it with a stream; or add that line if the grain has none)"
 )]
 pub trait RegisteredMessage<M>: Grain {}
 
@@ -186,6 +204,8 @@ pub trait RegisteredMessage<M>: Grain {}
 /// granary_runtime::register_grain!(Counter, handles = [Add, Get]);
 /// // pin a message's wire name independently of the Rust name:
 /// granary_runtime::register_grain!(Cart, handles = [AddItem as "add-item", Checkout]);
+/// // messages answered with a stream (`StreamHandler`, called with `ask_stream`):
+/// granary_runtime::register_grain!(Report, handles = [Reset], streams = [Rows]);
 /// ```
 ///
 /// A message's wire name is the name written here (`"Add"`), scoped to the grain type;
@@ -197,12 +217,20 @@ pub trait RegisteredMessage<M>: Grain {}
 /// pinned to one wire name) stops the silo at start-up with an error naming both.
 #[macro_export]
 macro_rules! register_grain {
-    ($grain:ty, handles = [$($msg:ty $(as $name:literal)?),* $(,)?]) => {
+    (
+        $grain:ty,
+        handles = [$($msg:ty $(as $name:literal)?),* $(,)?]
+        $(, streams = [$($smsg:ty $(as $sname:literal)?),* $(,)?])?
+        $(,)?
+    ) => {
         const _: () = {
             const HANDLERS: &[$crate::__private::HandlerEntry<$grain>] = &[
                 $($crate::__private::HandlerEntry::new::<$msg>(
                     $crate::register_grain!(@name $msg $(, $name)?)
-                )),*
+                ),)*
+                $($($crate::__private::HandlerEntry::stream::<$smsg>(
+                    $crate::register_grain!(@name $smsg $(, $sname)?)
+                ),)*)?
             ];
             fn spawn(args: $crate::__private::ActivationArgs) {
                 $crate::__private::spawn_activation::<$grain>(args, HANDLERS)
@@ -215,12 +243,16 @@ macro_rules! register_grain {
                     messages: &[
                         $($crate::__private::MessageVTable::new::<$grain, $msg>(
                             $crate::register_grain!(@name $msg $(, $name)?)
-                        )),*
+                        ),)*
+                        $($($crate::__private::MessageVTable::stream::<$grain, $smsg>(
+                            $crate::register_grain!(@name $smsg $(, $sname)?)
+                        ),)*)?
                     ],
                     spawn,
                 }
             }
             $(impl $crate::registry::RegisteredMessage<$msg> for $grain {})*
+            $($(impl $crate::registry::RegisteredMessage<$smsg> for $grain {})*)?
         };
     };
     (@name $msg:ty) => { stringify!($msg) };

@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use granary_net::routing::ClusterRouter;
-use granary_proto::frame::{ReportOutcome, Request, Response, SiloAddr, WireStorageError};
+use granary_net::transport::StreamSender;
+use granary_proto::frame::{
+    GrainCall, ReportOutcome, Request, Response, SiloAddr, WireStorageError,
+};
 use granary_proto::replica::ReplicaError;
 use granary_proto::{CallError, GrainId};
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
@@ -238,5 +241,17 @@ impl RequestHandler for Gateway {
                     .map(Box::new),
             ),
         }
+    }
+
+    async fn handle_stream(
+        &self,
+        call: GrainCall,
+        items: StreamSender,
+        _peer: SocketAddr,
+    ) -> Response {
+        let counted = self.calls.begin();
+        let response = self.router.inbound_stream(call, items).await;
+        counted.finish(&response);
+        response
     }
 }

@@ -12,12 +12,13 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use granary_proto::frame::{ReportOutcome, Request, Response, WireStorageError};
+use granary_proto::frame::{GrainCall, ReportOutcome, Request, Response, WireStorageError};
 use granary_proto::replica::ReplicaError;
 use granary_proto::CallError;
 
 mod server;
 
+use granary_net::transport::StreamSender;
 pub use granary_net::transport::{
     Peers, TransportConfig, TransportError, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX,
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
@@ -34,6 +35,22 @@ pub trait RequestHandler: Send + Sync + 'static {
     /// gets an error response of the matching kind (`CallError::Panicked` for grain and
     /// directory requests, `WireStorageError::Failed` for storage ones).
     async fn handle(&self, request: Request, peer: SocketAddr) -> Response;
+
+    /// Handles a grain call answered with a stream ([`GrainCall::stream`]): sends its
+    /// items through `items` and returns the closing response. The default refuses it
+    /// (`CallError::UnknownMessage`), for servers that host no grains.
+    async fn handle_stream(
+        &self,
+        call: GrainCall,
+        items: StreamSender,
+        peer: SocketAddr,
+    ) -> Response {
+        let _ = (items, peer);
+        Response::Grain(Err(CallError::UnknownMessage {
+            grain_type: call.target.type_name.into_owned(),
+            message: call.message,
+        }))
+    }
 }
 
 /// Why the server answers a request with an error of its own.

@@ -120,6 +120,7 @@ fn grain_call(message: &str, payload: Vec<u8>) -> Request {
         timeout_ms: 10_000,
         hops: 0,
         one_way: false,
+        stream: None,
         trace: None,
     })
 }

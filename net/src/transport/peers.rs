@@ -12,6 +12,10 @@
 //! with [`TransportError::Unreachable`] instead of waiting, so callers such as
 //! forwarding or the directory can react (pick another silo, report the error) at once.
 //! The first call after the backoff tries again; a success resets it.
+//!
+//! A grain call given up before its response (the caller dropped it, or its deadline
+//! passed) sends `Frame::Cancel`, so the server stops working on it. Streamed replies
+//! ([`Peers::call_stream`]) are read through a [`RemoteStream`](super::RemoteStream).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -19,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use super::stream::{RemoteStream, StreamEvent};
 use futures::StreamExt;
 use granary_proto::frame::{Frame, FrameCodec, FrameError, Request, Response};
 use tokio::net::tcp::OwnedReadHalf;
@@ -129,8 +134,9 @@ struct Backoff {
 }
 
 /// One established connection.
-struct Conn {
+pub(super) struct Conn {
     addr: SocketAddr,
+    codec: FrameCodec,
     /// Encoded frames for the writer task.
     queue: mpsc::Sender<Vec<u8>>,
     /// Next request id on this connection.
@@ -138,41 +144,124 @@ struct Conn {
     pending: Mutex<Pending>,
     /// Cancelled when the connection is broken or dropped; stops both tasks.
     stop: CancellationToken,
+    /// The pool's tasks: a control frame that finds the queue full is sent from one.
+    tasks: TaskTracker,
 }
 
 /// Calls waiting for a response on one connection.
 #[derive(Default)]
 struct Pending {
-    waiting: HashMap<u64, oneshot::Sender<Response>>,
+    waiting: HashMap<u64, Waiter>,
     /// Set once the connection is broken; no call registers after that.
     broken: Option<String>,
+}
+
+/// A call waiting on a connection.
+enum Waiter {
+    /// For its one response.
+    Call(oneshot::Sender<Response>),
+    /// For its stream's items and closing response. The channel holds one window of
+    /// items plus the end, which the server's credit never lets it exceed.
+    Stream(mpsc::Sender<StreamEvent>),
 }
 
 impl Conn {
     /// Registers a waiter for `id`, unless the connection is already broken.
     fn register(&self, id: u64) -> Result<oneshot::Receiver<Response>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.register_waiter(id, Waiter::Call(tx))?;
+        Ok(rx)
+    }
+
+    fn register_waiter(&self, id: u64, waiter: Waiter) -> Result<(), String> {
         let mut pending = lock(&self.pending);
         if let Some(why) = &pending.broken {
             return Err(why.clone());
         }
-        let (tx, rx) = oneshot::channel();
-        pending.waiting.insert(id, tx);
-        Ok(rx)
+        pending.waiting.insert(id, waiter);
+        Ok(())
     }
 
     /// Hands a response to its waiter (which may have given up already).
     fn complete(&self, id: u64, response: Response) {
         let waiter = lock(&self.pending).waiting.remove(&id);
         match waiter {
-            Some(waiter) => {
+            Some(Waiter::Call(waiter)) => {
                 let _ = waiter.send(response);
+            }
+            Some(Waiter::Stream(events)) => {
+                if events.try_send(StreamEvent::End(response)).is_err() {
+                    debug!(addr = %self.addr, id, "the end of a stream nobody reads");
+                }
             }
             None => debug!(addr = %self.addr, id, "response for a call that gave up"),
         }
     }
 
-    fn forget(&self, id: u64) {
+    /// Hands a stream item to its stream. An item beyond the credit the caller gave is
+    /// a protocol violation: the stream fails (its reader sees it end without an end)
+    /// and the server is told to stop.
+    fn item(&self, id: u64, item: Vec<u8>) {
+        let mut pending = lock(&self.pending);
+        let Some(Waiter::Stream(events)) = pending.waiting.get(&id) else {
+            // Cancelled meanwhile, or not a stream.
+            return;
+        };
+        match events.try_send(StreamEvent::Item(item)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                pending.waiting.remove(&id);
+                drop(pending);
+                warn!(addr = %self.addr, id, "the server sent stream items beyond its credit; cancelling the stream");
+                self.control(Frame::Cancel { id });
+            }
+        }
+    }
+
+    pub(super) fn forget(&self, id: u64) {
         lock(&self.pending).waiting.remove(&id);
+    }
+
+    /// Why the connection broke (for a stream that lost its waiter).
+    pub(super) fn broken(&self) -> Option<String> {
+        lock(&self.pending).broken.clone()
+    }
+
+    /// The connection's address.
+    pub(super) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Queues a small control frame (`Cancel`, `StreamCredit`) without waiting: from a
+    /// task of the pool if the queue is full. Nothing is sent on a closed connection
+    /// (the server then drops the call's work anyway).
+    pub(super) fn control(&self, frame: Frame) {
+        let Ok(bytes) = self.codec.encode_to_vec(&frame) else {
+            return;
+        };
+        match self.queue.try_send(bytes) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Err(mpsc::error::TrySendError::Full(bytes)) => {
+                let queue = self.queue.clone();
+                let stop = self.stop.clone();
+                self.tasks.spawn(async move {
+                    tokio::select! {
+                        biased;
+                        () = stop.cancelled() => {}
+                        _ = queue.send(bytes) => {}
+                    }
+                });
+            }
+        }
+    }
+
+    /// Queues a control frame, waiting for room (a stream's credit: the consumer that
+    /// grants it may wait).
+    pub(super) async fn control_wait(&self, frame: Frame) {
+        if let Ok(bytes) = self.codec.encode_to_vec(&frame) {
+            let _ = self.queue.send(bytes).await;
+        }
     }
 
     /// Marks the connection broken (the first reason wins), fails every waiter at once
@@ -199,17 +288,23 @@ impl Conn {
 }
 
 /// Removes a call's waiter if the call ends without its response (deadline, or the
-/// caller dropped the future).
+/// caller dropped the future), and tells the server to stop working on a grain call.
 struct WaiterGuard<'a> {
     conn: &'a Conn,
     id: u64,
     answered: bool,
+    /// A grain call: cancelled on the server when given up. (Directory, storage and
+    /// replication requests always run to completion there.)
+    cancellable: bool,
 }
 
 impl Drop for WaiterGuard<'_> {
     fn drop(&mut self) {
         if !self.answered {
             self.conn.forget(self.id);
+            if self.cancellable {
+                self.conn.control(Frame::Cancel { id: self.id });
+            }
         }
     }
 }
@@ -254,6 +349,7 @@ impl Peers {
     ) -> Result<Response, TransportError> {
         let (conn, permit) = self.reserve(addr, deadline).await?;
         let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancellable = matches!(request, Request::Grain(_));
         let bytes = self
             .inner
             .codec
@@ -268,6 +364,7 @@ impl Peers {
             conn: &conn,
             id,
             answered: false,
+            cancellable,
         };
         permit.send(bytes);
         match timeout_at(deadline, response).await {
@@ -281,6 +378,38 @@ impl Peers {
             }
             Err(_) => Err(TransportError::Timeout),
         }
+    }
+
+    /// Sends a grain call whose reply is a stream (its `GrainCall::stream` says the
+    /// initial credit, `window` items) and returns the stream to read it from, once the
+    /// request is queued. Errors as for [`Peers::call`]; the stream reports what happens
+    /// after (items, its end, a lost connection, the deadline). Dropping it before its
+    /// end cancels the call on the server.
+    pub async fn call_stream(
+        &self,
+        addr: SocketAddr,
+        request: Request,
+        window: u32,
+        deadline: Instant,
+    ) -> Result<RemoteStream, TransportError> {
+        let (conn, permit) = self.reserve(addr, deadline).await?;
+        let id = conn.next_id.fetch_add(1, Ordering::Relaxed);
+        let bytes = self
+            .inner
+            .codec
+            .encode_to_vec(&Frame::Request { id, body: request })
+            .map_err(TransportError::from_frame)?;
+        let window = window.max(1);
+        let (events_tx, events) = mpsc::channel(window as usize + 1);
+        conn.register_waiter(id, Waiter::Stream(events_tx))
+            .map_err(|why| {
+                TransportError::Unreachable(format!(
+                    "connection to {addr} closed before sending: {why}"
+                ))
+            })?;
+        let stream = RemoteStream::new(conn, id, events, window, deadline);
+        permit.send(bytes);
+        Ok(stream)
     }
 
     /// Fire-and-forget (`Frame::OneWay`); `Ok` once queued on the connection. Connecting
@@ -451,10 +580,12 @@ impl Peers {
         let (queue, outbound) = mpsc::channel(self.inner.config.write_queue.max(1));
         let conn = Arc::new(Conn {
             addr,
+            codec: self.inner.codec,
             queue,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(Pending::default()),
             stop: self.inner.closed.child_token(),
+            tasks: self.inner.tasks.clone(),
         });
 
         let writing = conn.clone();
@@ -488,6 +619,7 @@ async fn read_responses(read: OwnedReadHalf, codec: FrameCodec, conn: Arc<Conn>,
         };
         match next {
             Some(Ok(Frame::Response { id, body })) => conn.complete(id, body),
+            Some(Ok(Frame::StreamItem { id, item })) => conn.item(id, item),
             Some(Ok(_)) => {
                 warn!(%addr, "closing connection: server sent a request frame");
                 break format!("protocol error: {addr} sent a request frame");

@@ -19,6 +19,7 @@ fn every_frame() -> Vec<Frame> {
             timeout_ms: 2_000,
             hops: 1,
             one_way: true,
+            stream: None,
             trace: None,
         }),
         Request::Grain(GrainCall {
@@ -28,6 +29,7 @@ fn every_frame() -> Vec<Frame> {
             timeout_ms: 0,
             hops: 0,
             one_way: false,
+            stream: Some(u32::MAX),
             trace: Some(TraceContext {
                 trace_id: u128::MAX - 7,
                 parent_span_id: u64::MAX,
@@ -98,6 +100,7 @@ fn every_frame() -> Vec<Frame> {
             epoch: u64::MAX,
             result: Err(CallError::ShuttingDown),
         },
+        Response::Grain(Err(CallError::Cancelled)),
         Response::DirectoryReport(ReportOutcome::Accepted {
             rejected: vec![grain()],
         }),
@@ -138,6 +141,23 @@ fn every_frame() -> Vec<Frame> {
             body: response,
         });
     }
+    frames.extend([
+        Frame::StreamItem {
+            id: 7,
+            item: vec![0, 1, 255],
+        },
+        Frame::StreamItem {
+            id: u64::MAX,
+            item: Vec::new(),
+        },
+        Frame::StreamCredit { id: 7, credit: 16 },
+        Frame::StreamCredit {
+            id: 0,
+            credit: u32::MAX,
+        },
+        Frame::Cancel { id: 7 },
+        Frame::Cancel { id: u64::MAX },
+    ]);
     frames
 }
 

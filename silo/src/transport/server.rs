@@ -3,8 +3,15 @@
 //! Each connection reads frames in its own task and spawns one request task per
 //! request, so a slow grain does not hold up the requests behind it; responses go back
 //! through the connection's writer in completion order, matched by id.
+//!
+//! A grain call asking for a streamed reply sends its items through a
+//! [`StreamSender`] held to the caller's credit (`Frame::StreamCredit` adds to it). A
+//! `Frame::Cancel` aborts the request's task: the call is dropped, and nothing more is
+//! sent for it. While [`TransportConfig::max_in_flight`] requests run, the connection
+//! reads no further frame (credit and cancels included), as for any request.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -12,16 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use granary_proto::frame::{Frame, FrameCodec, Request};
+use granary_proto::frame::{Frame, FrameCodec, GrainCall, Request};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{self, AbortHandle, JoinSet};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use granary_net::transport::{handshake, writer};
+use granary_net::transport::{handshake, writer, StreamSender};
 
 use super::{Failure, RequestHandler, RequestKind, TransportConfig};
 
@@ -151,9 +158,15 @@ impl Connection {
         let mut writer = tokio::spawn(writer::write_frames(write, outbound, writer_stop.clone()));
         let in_flight = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
         let mut requests = JoinSet::new();
+        let mut calls = Calls::default();
 
         let end = loop {
-            while requests.try_join_next().is_some() {}
+            while let Some(done) = requests.try_join_next_with_id() {
+                calls.finished(match done {
+                    Ok((task, ())) => task,
+                    Err(error) => error.id(),
+                });
+            }
             let permit = tokio::select! {
                 biased;
                 () = self.stop.cancelled() => break End::Drain,
@@ -170,7 +183,15 @@ impl Connection {
             let (id, request) = match next {
                 Some(Ok(Frame::Request { id, body })) => (Some(id), body),
                 Some(Ok(Frame::OneWay(body))) => (None, body),
-                Some(Ok(Frame::Response { id, .. })) => {
+                Some(Ok(Frame::Cancel { id })) => {
+                    calls.cancel(id);
+                    continue;
+                }
+                Some(Ok(Frame::StreamCredit { id, credit })) => {
+                    calls.grant(id, credit);
+                    continue;
+                }
+                Some(Ok(Frame::Response { id, .. } | Frame::StreamItem { id, .. })) => {
                     warn!(%peer, id, "closing connection: peer sent a response frame to a server");
                     break End::Abort;
                 }
@@ -183,15 +204,36 @@ impl Connection {
                     break End::Drain;
                 }
             };
-            requests.spawn(respond(
+            let Some(id) = id else {
+                requests.spawn(respond(
+                    self.handler.clone(),
+                    Incoming::Plain(request),
+                    peer,
+                    None,
+                    queue.clone(),
+                    codec,
+                    permit,
+                ));
+                continue;
+            };
+            let (incoming, credit) = match request {
+                Request::Grain(call) if call.stream.is_some() => {
+                    let window = call.stream.unwrap_or(1);
+                    let (sender, credit) = StreamSender::new(id, queue.clone(), codec, window);
+                    (Incoming::Stream(call, sender), Some(credit))
+                }
+                request => (Incoming::Plain(request), None),
+            };
+            let task = requests.spawn(respond(
                 self.handler.clone(),
-                request,
+                incoming,
                 peer,
-                id,
+                Some(id),
                 queue.clone(),
                 codec,
                 permit,
             ));
+            calls.started(id, task, credit);
         };
 
         match end {
@@ -234,18 +276,20 @@ impl Connection {
 /// in-flight permit until the response is queued.
 async fn respond(
     handler: Arc<dyn RequestHandler>,
-    request: Request,
+    request: Incoming,
     peer: SocketAddr,
     id: Option<u64>,
     queue: mpsc::Sender<Vec<u8>>,
     codec: FrameCodec,
     _permit: OwnedSemaphorePermit,
 ) {
-    let kind = RequestKind::of(&request);
-    let response = match AssertUnwindSafe(handler.handle(request, peer))
-        .catch_unwind()
-        .await
-    {
+    let (kind, handled) = match request {
+        Incoming::Plain(request) => (RequestKind::of(&request), handler.handle(request, peer)),
+        Incoming::Stream(call, items) => {
+            (RequestKind::Grain, handler.handle_stream(call, items, peer))
+        }
+    };
+    let response = match AssertUnwindSafe(handled).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
             let why = panic_message(panic.as_ref());
@@ -270,6 +314,61 @@ async fn respond(
     };
     // Fails only when the connection is closing; the caller then sees it break.
     let _ = queue.send(bytes).await;
+}
+
+/// A request as the connection hands it to its task.
+enum Incoming {
+    /// Answered with one response.
+    Plain(Request),
+    /// A grain call answered with a stream: its items go through the sender.
+    Stream(GrainCall, StreamSender),
+}
+
+/// The requests of one connection that are still running, by request id, so that a
+/// `Cancel` frame can stop one and a `StreamCredit` frame reach its stream. Only the
+/// connection's read loop touches it.
+#[derive(Default)]
+struct Calls {
+    by_id: HashMap<u64, Running>,
+    /// Request ids by task, to forget a request once its task ends.
+    by_task: HashMap<task::Id, u64>,
+}
+
+/// A running request.
+struct Running {
+    /// Aborting the task drops the call: its reply channel closes, so a grain call that
+    /// has not started is skipped and a running one is told it was cancelled.
+    task: AbortHandle,
+    /// The credit of a streamed reply.
+    credit: Option<Arc<Semaphore>>,
+}
+
+impl Calls {
+    fn started(&mut self, id: u64, task: AbortHandle, credit: Option<Arc<Semaphore>>) {
+        self.by_task.insert(task.id(), id);
+        self.by_id.insert(id, Running { task, credit });
+    }
+
+    fn finished(&mut self, task: task::Id) {
+        if let Some(id) = self.by_task.remove(&task) {
+            self.by_id.remove(&id);
+        }
+    }
+
+    /// Stops request `id`; nothing more is sent for it (unless its response was queued
+    /// already). Unknown ids (finished, or never seen) are ignored.
+    fn cancel(&mut self, id: u64) {
+        if let Some(running) = self.by_id.remove(&id) {
+            self.by_task.remove(&running.task.id());
+            running.task.abort();
+        }
+    }
+
+    fn grant(&self, id: u64, credit: u32) {
+        if let Some(stream) = self.by_id.get(&id).and_then(|r| r.credit.as_ref()) {
+            StreamSender::grant(stream, credit);
+        }
+    }
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

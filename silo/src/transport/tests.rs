@@ -18,6 +18,7 @@ fn failures_answer_with_the_matching_response_kind() {
             timeout_ms: 1,
             hops: 0,
             one_way: false,
+            stream: None,
             trace: None,
         }),
         Request::DirectoryResolve {
