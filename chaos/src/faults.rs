@@ -40,11 +40,15 @@ pub enum FaultKind {
     DiskFull,
     /// `kill -9` of the (acting) master, restarted when the fault ends.
     KillMaster,
+    /// The acting master cut off from everyone (its bridge port down; filter on
+    /// loopback): it must stop acting before another candidate starts, and rejoin as a
+    /// standby when the cut heals.
+    IsolateMaster,
 }
 
 impl FaultKind {
     /// Every kind, in the order the long run lists them.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 10] = [
         FaultKind::Kill,
         FaultKind::Pause,
         FaultKind::Isolate,
@@ -54,13 +58,17 @@ impl FaultKind {
         FaultKind::Lossy,
         FaultKind::DiskFull,
         FaultKind::KillMaster,
+        FaultKind::IsolateMaster,
     ];
 
     /// Whether the fault needs a slave victim.
     fn needs_slave(self) -> bool {
         !matches!(
             self,
-            FaultKind::Lossy | FaultKind::DiskFull | FaultKind::KillMaster
+            FaultKind::Lossy
+                | FaultKind::DiskFull
+                | FaultKind::KillMaster
+                | FaultKind::IsolateMaster
         )
     }
 
@@ -76,6 +84,7 @@ impl FaultKind {
             FaultKind::Lossy => "lossy network",
             FaultKind::DiskFull => "master disk full",
             FaultKind::KillMaster => "kill -9 master",
+            FaultKind::IsolateMaster => "isolate master",
         }
     }
 }
@@ -137,7 +146,9 @@ pub fn schedule(
         next += 1;
         let hold = Duration::from_millis(match kind {
             // Long enough to be declared dead (3 heartbeats of 1 s) and replaced.
-            FaultKind::Kill | FaultKind::Pause | FaultKind::Isolate => rng.u64(4_500..9_000),
+            FaultKind::Kill | FaultKind::Pause | FaultKind::Isolate | FaultKind::IsolateMaster => {
+                rng.u64(4_500..9_000)
+            }
             FaultKind::KillMaster => rng.u64(3_000..7_000),
             _ => rng.u64(4_000..10_000),
         });
@@ -216,6 +227,26 @@ fn cut_both_ways(net: &Net, rules: &Rules, victim: usize, others: &[usize]) -> a
     rules.set(victim, &own)
 }
 
+/// Cuts `slot` off from every other of the `silos` slots: its bridge port down
+/// (netns), or filter rules both ways (loopback).
+fn isolate(net: &Net, rules: &Rules, slot: usize, silos: usize) -> anyhow::Result<()> {
+    if net.kind() == NetKind::Netns {
+        net.set_isolated(slot, true)
+    } else {
+        let everyone: Vec<usize> = (0..silos).filter(|&s| s != slot).collect();
+        cut_both_ways(net, rules, slot, &everyone)
+    }
+}
+
+/// The acting master (its log says so); while none acts (an election is under way), the
+/// first running candidate. With one candidate, its clients see unavailability until it
+/// is back; with standbys, one of them takes over.
+fn target_master(cluster: &mut Cluster, masters: &[usize]) -> Option<usize> {
+    cluster
+        .acting_master()
+        .or_else(|| masters.iter().copied().find(|&m| cluster.running(m)))
+}
+
 /// A full disk: a ballast file grown until the volume has no space left.
 fn fill_disk(dir: &std::path::Path) -> anyhow::Result<u64> {
     use std::io::Write;
@@ -252,15 +283,7 @@ impl Stage {
         match fault.kind {
             FaultKind::Kill => cluster.kill9(victim.context("no victim")?),
             FaultKind::Pause => cluster.pause(victim.context("no victim")?)?,
-            FaultKind::Isolate => {
-                let v = victim.context("no victim")?;
-                if net.kind() == NetKind::Netns {
-                    net.set_isolated(v, true)?;
-                } else {
-                    let everyone: Vec<usize> = (0..t.silos()).filter(|&s| s != v).collect();
-                    cut_both_ways(net, rules, v, &everyone)?;
-                }
-            }
+            FaultKind::Isolate => isolate(net, rules, victim.context("no victim")?, t.silos())?,
             FaultKind::PartitionMaster => {
                 cut_both_ways(net, rules, victim.context("no victim")?, &masters)?;
             }
@@ -294,15 +317,13 @@ impl Stage {
                 fill_disk(store)?;
             }
             FaultKind::KillMaster => {
-                // The acting master (its log says so); while none acts (an election is
-                // under way), the first running candidate. With one candidate, its
-                // clients see unavailability until it is back; with standbys, one of
-                // them takes over.
-                let acting = cluster.acting_master();
-                if let Some(m) =
-                    acting.or_else(|| masters.into_iter().find(|&m| cluster.running(m)))
-                {
+                if let Some(m) = target_master(cluster, &masters) {
                     cluster.kill9(m);
+                }
+            }
+            FaultKind::IsolateMaster => {
+                if let Some(m) = target_master(cluster, &masters) {
+                    isolate(net, rules, m, t.silos())?;
                 }
             }
         }
@@ -325,6 +346,12 @@ impl Stage {
             FaultKind::Pause => cluster.resume(victim.context("no victim")?)?,
             FaultKind::Isolate if net.kind() == NetKind::Netns => {
                 net.set_isolated(victim.context("no victim")?, false)?
+            }
+            // Whichever candidate was cut off (the acting one may have changed since).
+            FaultKind::IsolateMaster if net.kind() == NetKind::Netns => {
+                for m in 0..t.candidates {
+                    net.set_isolated(m, false)?;
+                }
             }
             FaultKind::DiskFull => std::fs::remove_file(store.join("ballast"))?,
             FaultKind::KillMaster => {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 
-const ALL: [FaultKind; 9] = FaultKind::ALL;
+const ALL: [FaultKind; 10] = FaultKind::ALL;
 
 fn key(plan: &[Planned]) -> Vec<(FaultKind, Duration, Duration, Option<usize>)> {
     plan.iter()
@@ -38,7 +38,10 @@ fn faults_do_not_overlap_and_end_before_the_run_does() {
     assert!(plan.iter().all(|p| p.slave.is_some()
         == !matches!(
             p.kind,
-            FaultKind::Lossy | FaultKind::DiskFull | FaultKind::KillMaster
+            FaultKind::Lossy
+                | FaultKind::DiskFull
+                | FaultKind::KillMaster
+                | FaultKind::IsolateMaster
         )));
 }
 
