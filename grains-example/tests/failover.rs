@@ -145,13 +145,13 @@ async fn the_acting_master_dies_under_load_and_nothing_is_lost() {
     if std::env::var_os("RUST_LOG").is_some() {
         granary_silo::cli::init_logging(granary_silo::cli::LogFormat::Text);
     }
-    // Slower beats than the builder's default (250 ms × 8: a slave's hosting lease is
-    // 1.9 s, the acting master's 0.5 s): an election slowed by a loaded machine must
+    // Slower beats than the builder's default (300 ms × 10: a slave's hosting lease is
+    // 2.85 s, the acting master's 0.75 s): an election slowed by a loaded machine must
     // still end before the slaves' leases run out, or they drop their grains by design.
     let mut cluster = TestCluster::builder()
         .candidates(3)
         .slaves(2)
-        .heartbeats(Duration::from_millis(250), 8)
+        .heartbeats(Duration::from_millis(300), 10)
         .build()
         .await
         .unwrap();

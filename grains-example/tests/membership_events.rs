@@ -43,7 +43,7 @@ async fn subscribers_see_a_killed_slave_die_once_and_a_new_one_join() {
     assert!(!granary_example::grain_types().is_empty());
     let mut cluster = TestCluster::builder()
         .slaves(2)
-        .heartbeats(Duration::from_millis(100), 3)
+        .heartbeats(Duration::from_millis(200), 5)
         .build()
         .await
         .unwrap();

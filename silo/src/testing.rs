@@ -492,7 +492,7 @@ impl TestCluster {
     }
 
     /// Waits until one candidate acts, every running silo follows it, the acting master
-    /// sees every running slave, and every slave serves. Fails with a description at
+    /// and every slave see exactly the running slaves, and every slave serves. Fails with a description at
     /// the deadline.
     pub async fn wait_for_membership_stable(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
@@ -518,6 +518,25 @@ impl TestCluster {
                             active.len(),
                             expected.len()
                         ));
+                    }
+                    // Every slave sees the same members as the master (a departure or a
+                    // join reaches the slaves one SLAVE_DISCONNECT/CONNECT later).
+                    for (_, slave) in self.slaves() {
+                        let view = slave.membership();
+                        let mut seen: Vec<_> = view
+                            .active_members()
+                            .filter(|m| !m.is_candidate || m.id == master.id())
+                            .map(|m| m.id)
+                            .collect();
+                        seen.sort();
+                        if seen != expected {
+                            problems.push(format!(
+                                "{} sees {} of {} members",
+                                slave.id(),
+                                seen.len(),
+                                expected.len()
+                            ));
+                        }
                     }
                     for silo in self.running() {
                         let view = silo.membership();
