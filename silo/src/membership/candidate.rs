@@ -23,6 +23,10 @@
 //!   acting at once (directory, store, slave leases) and becomes a follower.
 //! - **Stickiness.** A restarted or returning candidate does not disturb an acting
 //!   master: it follows it (there is no pre-emption by a higher id).
+//! - **No lonely campaigns.** A candidate campaigns only while it hears a majority of
+//!   the candidates (itself included): one cut off from the others could never win, and
+//!   its raised epoch would force an extra election when the cut heals (found by the
+//!   chaos harness isolating the acting master: epochs went 2 → 10).
 //!
 //! In shared-store mode (MongoDB) the lease comes from a document in the shared store
 //! instead ([`ExternalLease`]); candidates still beat each other so everyone knows who
@@ -619,6 +623,20 @@ impl Candidate {
             || self.guard_active(now)
             || now < self.backoff_until
         {
+            self.eligible_since = None;
+            return false;
+        }
+        let heard = self
+            .peers
+            .values()
+            .filter(|p| {
+                p.last_heard
+                    .is_some_and(|t| now.saturating_duration_since(t) < timing.vote_guard)
+            })
+            .count();
+        if heard + 1 < self.quorum {
+            // Cut off from the majority: a campaign could not win, and its epoch would
+            // only disturb the acting master once the cut heals.
             self.eligible_since = None;
             return false;
         }

@@ -218,13 +218,22 @@ fn a_lone_candidate_cannot_act_without_a_majority() {
     net.nodes[2].down = true;
     run_checked(&mut net, Duration::from_secs(5), |_, _| false);
     assert!(acting(&net).is_empty(), "1 of 3 is no majority");
+    // It does not even campaign: hearing nobody, it could not win, and a raised epoch
+    // would only force another election once the others are back.
     assert!(
-        net.log.iter().any(|(_, _, kind)| *kind
+        !net.log.iter().any(|(_, _, kind)| *kind
             == PacketBody::VoteRequest {
                 epoch: 0,
                 position: StorePosition::default()
             }
             .name()),
-        "it tried"
+        "a candidate that hears no majority must not campaign"
     );
+    assert_eq!(net.nodes[0].persisted.epoch, 0);
+    // The others come back: the three elect one master, at the first epoch.
+    net.nodes[1].down = false;
+    net.nodes[2].down = false;
+    run_checked(&mut net, Duration::from_secs(5), |_, _| false);
+    assert_eq!(acting(&net).len(), 1);
+    assert!(net.nodes.iter().all(|n| n.persisted.epoch <= 2));
 }
