@@ -5,6 +5,7 @@
 //! - [`counter`]: [`Counter`], a persistent counter (write-through on every change).
 //! - [`account`]: [`Account`], the social example: `Follow` on one account calls
 //!   `AddFollower` on another.
+//! - [`beacon`]: [`Beacon`], woken by a durable reminder; records each tick.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -13,19 +14,26 @@
 )]
 
 pub mod account;
+pub mod beacon;
 pub mod counter;
 pub mod greeter;
 
 pub use account::{Account, AddFollower, Follow, Followers, Following};
+pub use beacon::{Arm, Beacon, Beats, Disarm, Rest};
 pub use counter::{Add, Counter, Get};
 pub use greeter::{Greeter, Hello};
 
 /// The wire names of the grain types this crate registers. A silo binary that links
 /// the crate calls this at start-up, which also keeps the linker from dropping the
 /// crate's `register_grain!` items.
-pub fn grain_types() -> [&'static str; 3] {
+pub fn grain_types() -> [&'static str; 4] {
     use granary_runtime::Grain;
-    [Greeter::TYPE_NAME, Counter::TYPE_NAME, Account::TYPE_NAME]
+    [
+        Greeter::TYPE_NAME,
+        Counter::TYPE_NAME,
+        Account::TYPE_NAME,
+        Beacon::TYPE_NAME,
+    ]
 }
 
 #[cfg(doctest)]
