@@ -6,6 +6,8 @@
 //! - [`account`]: [`Account`], the social example: `Follow` on one account calls
 //!   `AddFollower` on another.
 //! - [`beacon`]: [`Beacon`], woken by a durable reminder; records each tick.
+//! - [`lock`]: [`Lock`], a distributed lock (leases, fencing tokens, a fair queue), and
+//!   [`Fenced`], a resource that refuses stale tokens.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -17,22 +19,26 @@ pub mod account;
 pub mod beacon;
 pub mod counter;
 pub mod greeter;
+pub mod lock;
 
 pub use account::{Account, AddFollower, Follow, Followers, Following};
 pub use beacon::{Arm, Beacon, Beats, Disarm, Rest};
 pub use counter::{Add, Counter, Get};
 pub use greeter::{Greeter, Hello};
+pub use lock::{Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Lock, Release, Renew};
 
 /// The wire names of the grain types this crate registers. A silo binary that links
 /// the crate calls this at start-up, which also keeps the linker from dropping the
 /// crate's `register_grain!` items.
-pub fn grain_types() -> [&'static str; 4] {
+pub fn grain_types() -> [&'static str; 6] {
     use granary_runtime::Grain;
     [
         Greeter::TYPE_NAME,
         Counter::TYPE_NAME,
         Account::TYPE_NAME,
         Beacon::TYPE_NAME,
+        Lock::TYPE_NAME,
+        Fenced::TYPE_NAME,
     ]
 }
 
