@@ -28,7 +28,9 @@ pub use account::{Account, AddFollower, Follow, Followers, Following};
 pub use beacon::{Arm, Beacon, Beats, Disarm, Rest};
 pub use counter::{Add, Counter, Get};
 pub use greeter::{Greeter, Hello};
-pub use lock::{Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Lock, Release, Renew};
+pub use lock::{
+    Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Leave, Lock, Release, Renew,
+};
 pub use variable::{
     Change, Polled, VarGet, VarSet, VarUnwatch, VarWatch, VarWatchers, Variable, WatchOpen,
     WatchPoll, Watcher,

@@ -116,6 +116,14 @@ pub struct Renew {
     pub lease_ms: u64,
 }
 
+/// Ask: `owner` stops waiting (leaves the queue); answers whether it was queued. A
+/// waiter that gives up says so, or the lock could pass to it after it left.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Leave {
+    /// The waiter's name.
+    pub owner: String,
+}
+
 /// Ask: the current holder (after expiry), the queue length and the last token.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Inspect;
@@ -324,10 +332,28 @@ impl Handler<Inspect> for Lock {
     }
 }
 
-granary_runtime::register_grain!(Lock, handles = [Acquire, Release, Renew, Inspect]);
+#[async_trait]
+impl Handler<Leave> for Lock {
+    type Reply = bool;
+
+    async fn handle(&mut self, m: Leave, ctx: &mut GrainContext<Self>) -> Result<bool, GrainError> {
+        let state = ctx.state_mut();
+        let before = state.queue.len();
+        state.queue.retain(|w| w.owner != m.owner);
+        let left = state.queue.len() != before;
+        let changed = state.settle(now_unix_ms());
+        if left || changed {
+            ctx.write_state().await?;
+        }
+        Ok(left)
+    }
+}
+
+granary_runtime::register_grain!(Lock, handles = [Acquire, Release, Renew, Inspect, Leave]);
 
 /// Asks `lock` for the lock as `owner` until it is granted (every `poll`) or `wait` has
-/// passed; returns the token. Errors from the lock grain are returned at once.
+/// passed (then it leaves the queue and returns `None`); returns the token. Errors
+/// from the lock grain are returned at once.
 pub async fn acquire(
     lock: &GrainRef<Lock>,
     owner: &str,
@@ -345,7 +371,26 @@ pub async fn acquire(
             .await?;
         match grant {
             Grant::Held { token, .. } => return Ok(Some(token)),
-            Grant::Queued { .. } if tokio::time::Instant::now() >= until => return Ok(None),
+            Grant::Queued { .. } if tokio::time::Instant::now() >= until => {
+                let left = lock
+                    .ask(Leave {
+                        owner: owner.to_owned(),
+                    })
+                    .await?;
+                if !left {
+                    // Granted between the last ask and the leave: it is ours after all.
+                    if let Grant::Held { token, .. } = lock
+                        .ask(Acquire {
+                            owner: owner.to_owned(),
+                            lease_ms: lease.as_millis() as u64,
+                        })
+                        .await?
+                    {
+                        return Ok(Some(token));
+                    }
+                }
+                return Ok(None);
+            }
             Grant::Queued { .. } => tokio::time::sleep(poll).await,
         }
     }
