@@ -2,7 +2,10 @@
 //! ticks come on time (lateness measured and printed), keep coming after `kill -9` of
 //! the slave that hosts the beacon (it is activated on another slave), after the grain
 //! deactivated, and after `kill -9` of the whole cluster and its restart (the ticks
-//! missed while it was down come as one tick that counts them). Helpers: [`support`].
+//! missed while it was down come as one tick that counts them); and, with master
+//! candidates, after `kill -9` of the acting master and then of the slave running the
+//! beacon's reminder shard (only the new acting master's keeper can bring the shard
+//! back). Helpers: [`support`].
 
 mod support;
 
@@ -11,6 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use granary_client::Client;
 use granary_example::beacon::Beat;
 use granary_example::{Arm, Beacon, Beats, Rest};
+use granary_proto::GrainId;
+use granary_runtime::reminder::{shard_key, shard_of, ReminderShard};
+use granary_runtime::Grain;
 use support::{bounded, connect, Procs, START};
 use tokio::time::Instant;
 
@@ -26,9 +32,13 @@ fn now_unix_ms() -> u64 {
 
 /// The beacon's beats, retrying (until `deadline`) while it is not served.
 async fn beats(client: &Client, deadline: Instant) -> Vec<Beat> {
+    beats_of(client, KEY, deadline).await
+}
+
+async fn beats_of(client: &Client, key: &str, deadline: Instant) -> Vec<Beat> {
     loop {
         match client
-            .grain::<Beacon>(KEY)
+            .grain::<Beacon>(key)
             .ask(Beats)
             .timeout(Duration::from_millis(1_000))
             .await
@@ -42,9 +52,19 @@ async fn beats(client: &Client, deadline: Instant) -> Vec<Beat> {
 
 /// Waits until `n` beats due after `since_unix_ms` arrived; returns all beats.
 async fn beats_after(client: &Client, since_unix_ms: u64, n: usize, within: Duration) -> Vec<Beat> {
+    beats_of_after(client, KEY, since_unix_ms, n, within).await
+}
+
+async fn beats_of_after(
+    client: &Client,
+    key: &str,
+    since_unix_ms: u64,
+    n: usize,
+    within: Duration,
+) -> Vec<Beat> {
     let deadline = Instant::now() + within;
     loop {
-        let all = beats(client, deadline).await;
+        let all = beats_of(client, key, deadline).await;
         if all.iter().filter(|b| b.due_unix_ms > since_unix_ms).count() >= n {
             return all;
         }
@@ -63,6 +83,19 @@ fn beacon_hosts(procs: &Procs, slaves: &[usize]) -> Vec<usize> {
         .copied()
         .filter(|&s| procs.activations::<Beacon>(s) > 0)
         .collect()
+}
+
+/// Every period from the first beat to the last is accounted for by a beat or a missed
+/// count: none lost. One may count twice per crash: a tick delivered just before the
+/// kill whose record had not reached the store is counted again among the missed ones
+/// (the documented at-least-once window of one store write).
+fn assert_none_lost(beats: &[Beat]) {
+    let counted: u64 = beats.iter().map(|b| 1 + b.missed).sum();
+    let span = (beats.last().unwrap().due_unix_ms - beats[0].due_unix_ms) / PERIOD_MS + 1;
+    assert!(
+        (span..=span + 1).contains(&counted),
+        "{counted} ticks counted over {span} periods: {beats:?}"
+    );
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -107,8 +140,8 @@ async fn reminders(procs: &mut Procs) {
         late.iter().max().unwrap()
     );
     assert!(
-        late.iter().all(|l| *l < 500),
-        "a steady tick came more than 500 ms late: {late:?}"
+        late.iter().all(|l| *l < PERIOD_MS),
+        "a steady tick came a period late or more: {late:?}"
     );
 
     // kill -9 of the slave that hosts the beacon: the ticks go on, on another slave.
@@ -141,11 +174,8 @@ async fn reminders(procs: &mut Procs) {
         1,
         "the beacon was activated on exactly one surviving slave"
     );
-    // Nothing lost: every due tick since arming was delivered or counted as missed.
     let all = beats(&client, Instant::now() + Duration::from_secs(5)).await;
-    let counted: u64 = all.iter().map(|b| 1 + b.missed).sum();
-    let span = (all.last().unwrap().due_unix_ms - all[0].due_unix_ms) / PERIOD_MS + 1;
-    assert_eq!(counted, span, "ticks lost or doubled: {all:?}");
+    assert_none_lost(&all);
 
     // Deactivation: the next tick activates the beacon again.
     let before = survivors
@@ -207,12 +237,100 @@ async fn reminders(procs: &mut Procs) {
         first.missed >= 2,
         "the ticks missed while the cluster was down are counted: {first:?}"
     );
-    let counted: u64 = after_restart.iter().map(|b| 1 + b.missed).sum();
-    let span =
-        (after_restart.last().unwrap().due_unix_ms - after_restart[0].due_unix_ms) / PERIOD_MS + 1;
-    assert_eq!(counted, span, "ticks lost or doubled: {after_restart:?}");
+    assert_none_lost(&after_restart);
     for &i in std::iter::once(&master).chain(&slaves) {
         procs.check_alive(i).unwrap_or_else(|e| panic!("{e}"));
     }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_acting_master_brings_the_reminder_shards_back() {
+    let mut procs = Procs::new("reminders-failover");
+    bounded(Duration::from_secs(150), failover(&mut procs)).await;
+}
+
+async fn failover(procs: &mut Procs) {
+    const BEACON: &str = "fo";
+    let cluster = procs.start_candidates(3, 3, Some(support::KEY), None).await;
+    let gateways: Vec<_> = cluster
+        .slaves
+        .iter()
+        .chain(&cluster.candidates)
+        .map(|&i| procs.ports(i).tcp)
+        .collect();
+    let client = connect(&gateways).await;
+    let armed = now_unix_ms();
+    client
+        .grain::<Beacon>(BEACON)
+        .ask(Arm {
+            period_ms: PERIOD_MS,
+        })
+        .timeout(Duration::from_secs(10))
+        .await
+        .unwrap();
+    beats_of_after(&client, BEACON, armed, 3, Duration::from_secs(20)).await;
+    let shard = shard_key(shard_of(&GrainId::new(Beacon::TYPE_NAME, BEACON)));
+    let shard_hosts: Vec<usize> = cluster
+        .slaves
+        .iter()
+        .copied()
+        .filter(|&s| procs.activated::<ReminderShard>(s).contains(&shard))
+        .collect();
+    assert_eq!(shard_hosts.len(), 1, "shard {shard} runs on one slave");
+
+    // The acting master goes first: a standby takes over, with the keeper.
+    let acting = procs
+        .acting_master(&cluster.candidates, &client, Instant::now() + START)
+        .await;
+    procs.kill9(cluster.candidates[acting]);
+    let killed = Instant::now();
+    loop {
+        let now_acting = procs
+            .acting_master(&cluster.candidates, &client, killed + START)
+            .await;
+        if now_acting != acting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then the slave running the shard: only the new acting master's keeper revives it.
+    let shard_killed_unix = now_unix_ms();
+    let shard_killed = Instant::now();
+    procs.kill9(shard_hosts[0]);
+    let after = beats_of_after(
+        &client,
+        BEACON,
+        shard_killed_unix,
+        3,
+        Duration::from_secs(40),
+    )
+    .await;
+    let first = after
+        .iter()
+        .find(|b| b.due_unix_ms > shard_killed_unix)
+        .unwrap();
+    eprintln!(
+        "reminders after a master failover and kill -9 of the shard's slave: first tick {} ms \
+         after the kill ({} missed ticks counted in it); 3 ticks after {:?}",
+        first.at_unix_ms.saturating_sub(shard_killed_unix),
+        first.missed,
+        shard_killed.elapsed()
+    );
+    let revived: Vec<usize> = cluster
+        .slaves
+        .iter()
+        .copied()
+        .filter(|&s| s != shard_hosts[0])
+        .filter(|&s| procs.activated::<ReminderShard>(s).contains(&shard))
+        .collect();
+    assert_eq!(
+        revived.len(),
+        1,
+        "shard {shard} re-activated on one surviving slave"
+    );
+    let all = beats_of(&client, BEACON, Instant::now() + Duration::from_secs(5)).await;
+    assert_none_lost(&all);
+    let _ = ReminderShard::TYPE_NAME;
     client.close().await;
 }
