@@ -21,8 +21,11 @@
 //!   re-activated (its silo died): the gap shows as a jump in the version, and a
 //!   [`VarGet`] reads the latest value.
 //!
-//! (Streamed replies, once the runtime has them, make a watch one call that streams
-//! changes to the client; this subscription is what works without them.)
+//! Why not a streamed reply ([`StreamHandler`](granary_runtime::StreamHandler)): a
+//! stream is one turn of the grain that serves it. Streamed by the variable, a watch
+//! would hold off every set until it ended; streamed by the watcher, it would hold off
+//! the pushes it exists to receive. A subscription keeps sets flowing while watches last
+//! indefinitely; a poll of the watcher is one short turn.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
