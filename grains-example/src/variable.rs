@@ -5,7 +5,7 @@
 //!   if the version is still the one the writer read: compare-and-set) and answers the
 //!   new version once it is stored. Versions start at 1 and grow by one per set.
 //! - **Watching is a subscription**: [`VarWatch`] subscribes a [`Watcher`] grain and
-//!   answers the current `(version, value)`; from then on every set pushes a [`Changed`]
+//!   answers the current `(version, value)`; from then on every set pushes a [`Change`]
 //!   to each subscribed watcher, in version order (a set's turn pushes to all watchers
 //!   and waits for their answers before the next set runs), before the set is answered.
 //!   A watcher that does not answer within [`NOTIFY_TIMEOUT`], or answers that it is
@@ -21,7 +21,7 @@
 //!   re-activated (its silo died): the gap shows as a jump in the version, and a
 //!   [`VarGet`] reads the latest value.
 //!
-//! Why not a streamed reply ([`StreamHandler`](granary_runtime::StreamHandler)): a
+//! Why not a streamed reply (`StreamHandler`): a
 //! stream is one turn of the grain that serves it. Streamed by the variable, a watch
 //! would hold off every set until it ended; streamed by the watcher, it would hold off
 //! the pushes it exists to receive. A subscription keeps sets flowing while watches last
