@@ -5,6 +5,11 @@
 //! - [`counter`]: [`Counter`], a persistent counter (write-through on every change).
 //! - [`account`]: [`Account`], the social example: `Follow` on one account calls
 //!   `AddFollower` on another.
+//! - [`beacon`]: [`Beacon`], woken by a durable reminder; records each tick.
+//! - [`lock`]: [`Lock`], a distributed lock (leases, fencing tokens, a fair queue), and
+//!   [`Fenced`], a resource that refuses stale tokens.
+//! - [`variable`]: [`Variable`], a versioned value whose changes are pushed to
+//!   subscribed [`Watcher`] grains.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -13,19 +18,39 @@
 )]
 
 pub mod account;
+pub mod beacon;
 pub mod counter;
 pub mod greeter;
+pub mod lock;
+pub mod variable;
 
 pub use account::{Account, AddFollower, Follow, Followers, Following};
+pub use beacon::{Arm, Beacon, Beats, Disarm, Rest};
 pub use counter::{Add, Counter, Get};
 pub use greeter::{Greeter, Hello};
+pub use lock::{
+    Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Leave, Lock, Release, Renew,
+};
+pub use variable::{
+    Change, Polled, VarGet, VarSet, VarUnwatch, VarWatch, VarWatchers, Variable, WatchOpen,
+    WatchPoll, Watcher,
+};
 
 /// The wire names of the grain types this crate registers. A silo binary that links
 /// the crate calls this at start-up, which also keeps the linker from dropping the
 /// crate's `register_grain!` items.
-pub fn grain_types() -> [&'static str; 3] {
+pub fn grain_types() -> [&'static str; 8] {
     use granary_runtime::Grain;
-    [Greeter::TYPE_NAME, Counter::TYPE_NAME, Account::TYPE_NAME]
+    [
+        Greeter::TYPE_NAME,
+        Counter::TYPE_NAME,
+        Account::TYPE_NAME,
+        Beacon::TYPE_NAME,
+        Lock::TYPE_NAME,
+        Fenced::TYPE_NAME,
+        Variable::TYPE_NAME,
+        Watcher::TYPE_NAME,
+    ]
 }
 
 #[cfg(doctest)]

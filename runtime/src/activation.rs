@@ -7,6 +7,8 @@
 //! way out it runs `on_deactivate`, writes dirty state, and hands the mailbox back to the
 //! host through [`ActivationHost::retire`] so queued messages reach the next activation.
 //!
+//! Timer ticks (see [`crate::timer`]) are turns of the same loop.
+//!
 //! ```text
 //! activate ── load state ── on_activate ──┬─► turn ─► turn ─► … (one at a time)
 //!                                         └─ idle / stop / deactivate / panic
@@ -34,6 +36,7 @@ use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::lease::HostingLease;
 use crate::router::Router;
 use crate::storage::{GrainStorage, StorageError};
+use crate::timer::{self, TimerAlarm};
 use crate::trace::{SpanId, TraceId, TurnIds};
 
 /// The receiving end of an activation's mailbox. Envelopes are boxed so an empty
@@ -405,11 +408,32 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     // A message taken from the mailbox while the silo's lease had run out: it waits for
     // a renewal, and goes to the next activation if this one stops first.
     let mut held: Option<Box<Envelope>> = None;
+    // Rings when the grain's earliest timer is due (see `crate::timer`).
+    let mut alarm = TimerAlarm::default();
+    if let Some(current) = live.as_mut() {
+        alarm.update(&mut current.ctx);
+    }
     let exit = loop {
         let exit = loop {
             tokio::select! {
                 biased;
                 () = &mut stopped => break Exit::Stop,
+                // A tick is a turn like a message, taken first so a busy grain's timers
+                // still run; it does not count as activity for the idle timeout.
+                () = alarm.ring() => {
+                    let taken = live.take().expect("the grain is live between turns");
+                    live = timer::fire(taken, &mut slot, &lease, observer.as_ref()).await;
+                    let Some(current) = live.as_mut() else {
+                        break Exit::Panicked;
+                    };
+                    if current.ctx.is_unsettled() {
+                        Box::pin(current.ctx.settle()).await;
+                    }
+                    alarm.update(&mut current.ctx);
+                    if current.ctx.take_deactivate_request() {
+                        break Exit::Requested;
+                    }
+                }
                 next = mailbox.recv() => {
                     let Some(mut envelope) = next else { break Exit::Stop };
                     if !lease.is_valid() {
@@ -437,6 +461,7 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                         // task stays small).
                         Box::pin(current.ctx.settle()).await;
                     }
+                    alarm.update(&mut current.ctx);
                     if current.ctx.take_deactivate_request() {
                         break Exit::Requested;
                     }
@@ -613,7 +638,7 @@ async fn turn<G: Grain>(
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(s) = panic.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = panic.downcast_ref::<String>() {

@@ -124,6 +124,8 @@ pub struct GrainContext<G: Grain> {
     pub(crate) router: Arc<dyn Router>,
     /// The silo's right to write state: checked before and after every write.
     lease: Arc<HostingLease>,
+    /// This activation's timers (see [`crate::timer`]); boxed, allocated by the first.
+    pub(crate) timers: Option<Box<crate::timer::Timers<G>>>,
 }
 
 impl<G: Grain> GrainContext<G> {
@@ -146,6 +148,7 @@ impl<G: Grain> GrainContext<G> {
             deactivate: false,
             storage,
             router,
+            timers: None,
         }
     }
 

@@ -23,6 +23,10 @@
 //!   [`Replies`].
 //! - [`activation`]: the turn loop that owns one grain instance, and its handler table
 //!   (host-facing).
+//! - [`timer`]: grain timers ([`GrainContext::register_timer`]); the turn loop runs
+//!   their ticks as turns.
+//! - [`reminder`]: durable reminders ([`GrainContext::register_reminder`]), kept by the
+//!   `ReminderShard` system grains.
 //! - [`registry`]: the `inventory` registry filled by [`register_grain!`].
 //! - [`reference`](mod@reference): [`GrainRef`] and the `tell`/`ask`/`ask_stream`
 //!   builders (and [`GrainContext::grain`], a reference from inside a grain).
@@ -71,9 +75,11 @@ pub mod grain;
 pub mod lease;
 pub mod reference;
 pub mod registry;
+pub mod reminder;
 pub mod router;
 pub mod storage;
 pub mod streaming;
+pub mod timer;
 pub mod trace;
 
 pub use grain::{Grain, GrainContext, GrainError, Handler, Message};

@@ -8,7 +8,8 @@
 //! │   └── SiloLocal ── Catalog ── Dispatcher per type ── activation tasks
 //! ├── load reporter: catalog load → heartbeat LoadReport
 //! ├── membership watcher: departed silos → directory/caches/connections; fencing
-//! └── membership_events (per subscriber): snapshots diffed into MembershipEvents
+//! ├── membership_events (per subscriber): snapshots diffed into MembershipEvents
+//! └── reminder keeper (master candidates, while acting): wakes the reminder shards
 //! ```
 //!
 //! The **master** keeps the [`Directory`] and, by default, the grain store, which it
@@ -58,6 +59,7 @@ use crate::observe::http::{url as http_url, HttpState};
 use crate::observe::metrics::{CallStats, MetricSources, SiloMetrics};
 use crate::observe::status::StatusSource;
 use crate::observe::EventLog;
+use crate::reminders::keep_reminders;
 use crate::silo::{build_catalog, StartError};
 use crate::storage::instrumented::InstrumentedStorage;
 use crate::storage::{EmbeddedStorage, RemoteStorage, ReplicatedStore};
@@ -337,6 +339,8 @@ impl ClusterSilo {
         // Every operation of the grains here (and, on the acting master, of the slaves it
         // serves) is timed and counted for the metrics; `/ready` probes the store itself.
         let unmetered = storage;
+        // The reminder keeper polls the store every second: not counted as grain traffic.
+        let keeper_store = unmetered.clone();
         let metered = InstrumentedStorage::new(unmetered.clone());
         let storage_stats = metered.stats();
         let storage: Arc<dyn GrainStorage> = Arc::new(metered);
@@ -438,6 +442,16 @@ impl ClusterSilo {
                 silo_addr(&me),
                 reported_tx,
                 events.clone(),
+                stop.clone(),
+            ));
+        }
+        if role == SiloRole::Master {
+            // The acting master keeps the reminder shards running (a standby waits).
+            let leadership = leadership.clone();
+            tasks.spawn(keep_reminders(
+                keeper_store,
+                router.clone(),
+                Box::new(move || leadership.borrow().is_acting()),
                 stop.clone(),
             ));
         }

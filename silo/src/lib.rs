@@ -15,6 +15,8 @@
 //! - [`directory`]: the master's grain directory and placement.
 //! - [`observe`]: per-type counters, process usage, the cluster event log, status
 //!   reports.
+//! - [`reminders`]: the keeper that keeps the reminder shards running (on the acting
+//!   master, or a stand-alone silo).
 //! - `resolver`: where a grain lives, asked of the master's directory (local on the
 //!   master, over TCP from a slave).
 //! - `gateway`: what a silo answers on its TCP port.
@@ -48,6 +50,7 @@ pub mod dispatcher;
 mod gateway;
 pub mod membership;
 pub mod observe;
+pub mod reminders;
 mod resolver;
 pub mod silo;
 pub mod storage;

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::catalog::{Catalog, LocalRouter};
 use crate::config::SiloConfig;
 use crate::dispatcher::{Dispatcher, DispatcherStats, HostShared};
+use crate::reminders::keep_reminders;
 
 /// Why a silo did not start.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +58,8 @@ pub struct Silo {
     catalog: Arc<Catalog>,
     /// The router references from this silo use.
     router: Arc<dyn Router>,
+    /// Stops the reminder keeper (first thing at shutdown).
+    keeper: CancellationToken,
 }
 
 impl Silo {
@@ -65,12 +68,25 @@ impl Silo {
         config: SiloConfig,
         storage: Arc<dyn GrainStorage>,
     ) -> Result<Silo, StartError> {
-        let catalog = build_catalog(&config, storage, HostingLease::forever())?;
+        let catalog = build_catalog(&config, storage.clone(), HostingLease::forever())?;
         let router: Arc<dyn Router> = Arc::new(LocalRouter {
             catalog: Arc::downgrade(&catalog),
         });
         let _ = catalog.shared.router.set(router.clone());
-        Ok(Silo { catalog, router })
+        // A stand-alone silo keeps its own reminders; the keeper is tracked with the
+        // activations, so shutdown waits for it.
+        let keeper = catalog.shared.stop.child_token();
+        catalog.shared.tracker.spawn(keep_reminders(
+            storage,
+            router.clone(),
+            Box::new(|| true),
+            keeper.clone(),
+        ));
+        Ok(Silo {
+            catalog,
+            router,
+            keeper,
+        })
     }
 
     /// A reference to the grain `G` with `key`.
@@ -102,6 +118,7 @@ impl Silo {
     /// `on_deactivate` and write dirty state, fails still-queued messages with
     /// `ShuttingDown`, and waits for every activation task.
     pub async fn shutdown(self) {
+        self.keeper.cancel();
         let shared = &self.catalog.shared;
         shared.closing.store(true, Ordering::Release);
         shared.stop.cancel();
@@ -130,7 +147,8 @@ pub(crate) fn build_catalog(
         return Err(StartError::Registry(registry.problems().to_vec()));
     }
     let types = registry.grain_types();
-    if types.is_empty() {
+    // The runtime's own grains (`granary.*`, e.g. the reminder shards) do not count.
+    if types.iter().all(|t| t.type_name.starts_with("granary.")) {
         return Err(StartError::NoGrainTypes);
     }
     let shared = Arc::new(HostShared {

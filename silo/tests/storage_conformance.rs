@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use granary_proto::GrainId;
+use granary_runtime::reminder::{shard_id, shard_of, ShardTable};
 use granary_runtime::{GrainStorage, StorageError};
 use granary_silo::storage::{EmbeddedStorage, MemoryStorage, MongoOptions, MongoStorage};
 
@@ -174,6 +175,7 @@ conformance_suite!(
     large_state_round_trips,
     empty_state_round_trips,
     same_key_different_types_are_distinct,
+    reminder_table_round_trips_and_is_fenced,
 );
 
 /// The contract's clauses, each written once against `dyn GrainStorage`.
@@ -424,6 +426,58 @@ mod cases {
         store.clear(&ids[0], Some(&etags[0])).await.unwrap();
         assert_eq!(store.read(&ids[0]).await.unwrap(), None);
         assert!(store.read(&ids[1]).await.unwrap().is_some());
+    }
+
+    /// Reminders are stored as their shard's record (see `granary_runtime::reminder`): a
+    /// full shard of 5 000 reminders round-trips, a write by a shard activation that lost
+    /// its place (a stale etag) is refused, and an emptied shard leaves no record (the
+    /// keeper takes a missing record for a shard without reminders).
+    pub(super) async fn reminder_table_round_trips_and_is_fenced(store: Arc<dyn GrainStorage>) {
+        let mut table = ShardTable::default();
+        let shard = shard_of(&GrainId::new("test.reminded/v1", "k0"));
+        let mut i = 0u64;
+        while table.len() < 5_000 {
+            let grain = GrainId::new("test.reminded/v1", format!("k{i}"));
+            if shard_of(&grain) == shard {
+                let first = 1_764_000_000_000 + i;
+                table.insert(&grain, "daily", first, Duration::from_secs(86_400));
+                table.insert(&grain, "hourly", first, Duration::from_secs(3_600));
+            }
+            i += 1;
+        }
+        let id = shard_id(shard);
+        let bytes = granary_proto::codec::encode(&table).unwrap();
+        let e1 = store.write(&id, &bytes, None).await.unwrap();
+        let got = store.read(&id).await.unwrap().expect("the shard's record");
+        let decoded: ShardTable = granary_proto::codec::decode(&got.data).unwrap();
+        assert_eq!(decoded, table);
+
+        // The activation that owns the shard now writes; the one it replaced is refused.
+        let mut newer = table.clone();
+        newer.insert(
+            &GrainId::new("test.reminded/v1", "late"),
+            "once",
+            1,
+            Duration::from_secs(1),
+        );
+        let e2 = store
+            .write(
+                &id,
+                &granary_proto::codec::encode(&newer).unwrap(),
+                Some(&e1),
+            )
+            .await
+            .unwrap();
+        let err = store.write(&id, &bytes, Some(&e1)).await.unwrap_err();
+        assert_conflict(err, Some(&e1), Some(&e2));
+        let got = store.read(&id).await.unwrap().expect("the shard's record");
+        assert_eq!(
+            granary_proto::codec::decode::<ShardTable>(&got.data).unwrap(),
+            newer
+        );
+
+        store.clear(&id, Some(&e2)).await.unwrap();
+        assert_eq!(store.read(&id).await.unwrap(), None);
     }
 }
 

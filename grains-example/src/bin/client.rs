@@ -5,9 +5,13 @@
 //! client --gateway 127.0.0.1:7100 --gateway 127.0.0.1:7200 greet world Ada
 //! client --gateway 127.0.0.1:7100 status            # the cluster as tables
 //! client --gateway 127.0.0.1:7100 status --watch    # … redrawn every second
+//! client --gateway 127.0.0.1:7100 lock acquire jobs  # prints the fencing token
+//! client --gateway 127.0.0.1:7100 var watch config   # prints every change
 //! ```
 
 // `src/bin/status.rs` would be a binary of its own.
+#[path = "client/coord.rs"]
+mod coord;
 #[path = "client/status.rs"]
 mod status;
 
@@ -19,7 +23,7 @@ use clap::{Parser, Subcommand};
 use granary_client::{Client, ClientConfig};
 use granary_example::{Account, Add, Counter, Follow, Followers, Get, Greeter, Hello};
 
-/// Call the example grains (Greeter, Counter, Account) in a Granary cluster.
+/// Call the example grains (Greeter, Counter, Account, Lock, Variable, Beacon) in a Granary cluster.
 #[derive(Debug, Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -75,6 +79,21 @@ enum Command {
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// Distributed locks: leases, fencing tokens, waiters in line.
+    Lock {
+        #[command(subcommand)]
+        command: coord::LockCommand,
+    },
+    /// Versioned variables: get, set, watch changes.
+    Var {
+        #[command(subcommand)]
+        command: coord::VarCommand,
+    },
+    /// Beacons: grains woken by a durable reminder.
+    Beacon {
+        #[command(subcommand)]
+        command: coord::BeaconCommand,
     },
 }
 
@@ -156,6 +175,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 client.grain::<Account>(a).ask(Follow(b)).timeout(t).await?
             )
         }
+        Command::Lock { command } => coord::lock(&client, command, t).await?,
+        Command::Var { command } => coord::var(&client, command, t).await?,
+        Command::Beacon { command } => coord::beacon(&client, command, t).await?,
         Command::Account {
             command: AccountCommand::Followers { a },
         } => {
