@@ -248,7 +248,10 @@ impl Controller {
                     );
                 }
                 *sets = CopySets::new(snapshot.epoch);
-                self.tracked.lock().expect("tracked grains poisoned").clear();
+                self.tracked
+                    .lock()
+                    .expect("tracked grains poisoned")
+                    .clear();
             }
         }
         let mut changes = Vec::new();

@@ -280,7 +280,11 @@ impl CopyTable {
             copy.slot.stop.cancel();
         }
         let (publish, snapshots) = watch::channel(None);
-        let slot = d.spawn_activation(grain.clone(), Some(CopyLink::Primary(publish)), d.idle_timeout());
+        let slot = d.spawn_activation(
+            grain.clone(),
+            Some(CopyLink::Primary(publish)),
+            d.idle_timeout(),
+        );
         Choice::Copy(
             self.add(group, slot, CopyRole::Primary, Link::Primary(snapshots)),
             None,
@@ -343,8 +347,7 @@ impl CopyTable {
             CopyKind::StatelessWorker => {
                 if group.copies.is_empty() {
                     tracing::info!(%grain, "copy set {}: starting a stateless worker here", describe(&set));
-                    let slot =
-                        d.spawn_activation(grain.clone(), None, self.extra_idle(d));
+                    let slot = d.spawn_activation(grain.clone(), None, self.extra_idle(d));
                     self.add(group, slot, CopyRole::Worker, Link::None);
                 }
             }

@@ -1,6 +1,7 @@
 //! The context of a read-replicated copy: versions count durable writes and survive a
 //! re-activation from storage, a clear never sends them back, a replica never writes
-//! and only moves forward, and a failed write-through drops the unwritten state.
+//! and only moves forward, a failed write-through drops the unwritten state,
+//! and a failed write that landed counts (and is published) when the turn settles.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -193,4 +194,27 @@ async fn a_lost_write_that_landed_counts_in_the_version() {
         stored,
         versioned_record(3, &codec::encode(&KeptState { n: 3 }).unwrap())
     );
+}
+
+#[tokio::test]
+async fn a_failed_write_that_landed_counts_as_a_version_at_settle() {
+    // The store made the write durable but its answer was lost: settling the turn finds
+    // it, the version counts it and the replicas may be sent it (it is durable).
+    let concrete = Arc::new(TestStore::default());
+    let store: Arc<dyn GrainStorage> = concrete.clone();
+    let (mut a, rx) = primary(&store, "landed");
+    a.load_state().await.unwrap();
+    a.state_mut().n = 4;
+    concrete.lose_next_answer();
+    assert!(a.write_state().await.is_err());
+    assert!(a.is_unsettled());
+    a.settle().await;
+    assert!(!a.take_deactivate_request(), "the write landed");
+    assert_eq!(a.version(), Some(1));
+    assert_eq!(published(&rx), (1, KeptState { n: 4 }));
+    // The next write goes on from it under the next version.
+    a.state_mut().n = 5;
+    a.write_state().await.unwrap();
+    assert_eq!(a.version(), Some(2));
+    assert_eq!(published(&rx), (2, KeptState { n: 5 }));
 }
