@@ -10,7 +10,7 @@
 //!
 //! - **(a) stateless worker**: `Digest.Hash` on one key with `--work-us` (200) of CPU
 //!   per message (hash rounds calibrated in this process), `--callers` (64) callers
-//!   over one client;
+//!   spread over `--clients` clients as in (b);
 //! - **(b) read replicas**: `Gauge` on one key, 90 % `Level` (reads) and 10 %
 //!   `Bump(1)` (writes), the callers spread over `--clients` clients (default: one per
 //!   caller), since each client (router) is one read-your-writes session: a session
