@@ -202,7 +202,10 @@ impl ClusterRouter {
             })),
             None => Response::Grain(result),
         };
-        if let Err(refused) = self.accept(envelope, &target, copies.is_some(), deadline).await {
+        if let Err(refused) = self
+            .accept(envelope, &target, copies.is_some(), deadline)
+            .await
+        {
             return match refused {
                 Refused::Moved(owner) => Response::Moved(owner),
                 Refused::Failed(e) => answer(Err(e), 0),

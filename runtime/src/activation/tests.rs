@@ -76,6 +76,7 @@ fn an_activation_task_stays_small() {
     let size = std::mem::size_of_val(&task);
     eprintln!("activation task future: {size} bytes");
     // 1,184 bytes (debug build) before replication, and the same with it: what copies
-    // need is boxed, and a turn's checks run before it, outside the task's state.
-    assert!(size <= 1_184, "the activation task grew to {size} bytes");
+    // need is boxed, and a turn's checks run before it, outside the task's state. 1,216
+    // since streamed replies: a `ReplyTo` (held across the turn) went from 16 to 24 bytes.
+    assert!(size <= 1_216, "the activation task grew to {size} bytes");
 }

@@ -171,7 +171,7 @@ async fn a_failed_write_through_drops_the_unwritten_state() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lost_write_that_landed_counts_in_the_version() {
     let concrete = Arc::new(TestStore::default());
     let store: Arc<dyn GrainStorage> = concrete.clone();
@@ -179,24 +179,29 @@ async fn a_lost_write_that_landed_counts_in_the_version() {
     a.load_state().await.unwrap();
     a.state_mut().n = 1;
     a.write_state().await.unwrap();
-    // Version 2 lands, its answer is lost.
+    // Version 2 lands, its answer is lost (and so are the resends' answers).
     a.state_mut().n = 2;
-    concrete.lose_next_answer();
+    concrete.lose_answers(u32::MAX);
     assert!(a.write_state().await.is_err());
-    assert_eq!(a.version(), Some(1));
-    // The next write recognises it and is version 3: no two states share a version.
+    concrete.lose_answers(0);
+    // Each resend met a conflict that was recognised as the grain's own write and then
+    // wrote again, one version each; the next write recognises the last of them and
+    // goes on from it, so no two states share a version.
+    let stored = concrete.records.lock().unwrap()[a.id()].data.clone();
+    let landed = crate::replication::split_record(&stored).0;
+    assert!(landed > 2, "every write that landed counts: {landed}");
     a.state_mut().n = 3;
     a.write_state().await.unwrap();
-    assert_eq!(a.version(), Some(3));
-    assert_eq!(published(&rx), (3, KeptState { n: 3 }));
+    assert_eq!(a.version(), Some(landed + 1));
+    assert_eq!(published(&rx), (landed + 1, KeptState { n: 3 }));
     let stored = concrete.records.lock().unwrap()[a.id()].data.clone();
     assert_eq!(
         stored,
-        versioned_record(3, &codec::encode(&KeptState { n: 3 }).unwrap())
+        versioned_record(landed + 1, &codec::encode(&KeptState { n: 3 }).unwrap())
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_write_that_landed_counts_as_a_version_at_settle() {
     // The store made the write durable but its answer was lost: settling the turn finds
     // it, the version counts it and the replicas may be sent it (it is durable).
@@ -205,16 +210,21 @@ async fn a_failed_write_that_landed_counts_as_a_version_at_settle() {
     let (mut a, rx) = primary(&store, "landed");
     a.load_state().await.unwrap();
     a.state_mut().n = 4;
-    concrete.lose_next_answer();
+    concrete.lose_answers(u32::MAX);
     assert!(a.write_state().await.is_err());
+    concrete.lose_answers(0);
     assert!(a.is_unsettled());
     a.settle().await;
     assert!(!a.take_deactivate_request(), "the write landed");
-    assert_eq!(a.version(), Some(1));
-    assert_eq!(published(&rx), (1, KeptState { n: 4 }));
+    // The last resend landed: its version is the stored one, and it is published.
+    let stored = concrete.records.lock().unwrap()[a.id()].data.clone();
+    let landed = crate::replication::split_record(&stored).0;
+    assert!(landed >= 1);
+    assert_eq!(a.version(), Some(landed));
+    assert_eq!(published(&rx), (landed, KeptState { n: 4 }));
     // The next write goes on from it under the next version.
     a.state_mut().n = 5;
     a.write_state().await.unwrap();
-    assert_eq!(a.version(), Some(2));
-    assert_eq!(published(&rx), (2, KeptState { n: 5 }));
+    assert_eq!(a.version(), Some(landed + 1));
+    assert_eq!(published(&rx), (landed + 1, KeptState { n: 5 }));
 }
