@@ -3,8 +3,6 @@
 //! and only moves forward, a failed write-through drops the unwritten state,
 //! and a failed write that landed counts (and is published) when the turn settles.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use tokio::sync::watch;
 
 use super::*;
@@ -114,47 +112,16 @@ async fn a_replica_never_writes_and_only_moves_forward() {
     assert!(store.read(r.id()).await.unwrap().is_none());
 }
 
-/// Refuses writes while `down` is set.
-#[derive(Debug, Default)]
-struct Flaky {
-    inner: TestStore,
-    down: AtomicBool,
-}
-
-#[async_trait]
-impl GrainStorage for Flaky {
-    fn name(&self) -> &'static str {
-        "flaky"
-    }
-    async fn read(&self, grain: &GrainId) -> Result<Option<StoredState>, StorageError> {
-        self.inner.read(grain).await
-    }
-    async fn write(
-        &self,
-        grain: &GrainId,
-        data: &[u8],
-        expected: Option<&str>,
-    ) -> Result<Etag, StorageError> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(StorageError::Unavailable("down".into()));
-        }
-        self.inner.write(grain, data, expected).await
-    }
-    async fn clear(&self, grain: &GrainId, expected: Option<&str>) -> Result<(), StorageError> {
-        self.inner.clear(grain, expected).await
-    }
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_write_through_drops_the_unwritten_state() {
-    let flaky = Arc::new(Flaky::default());
+    let flaky = Arc::new(TestStore::default());
     let store: Arc<dyn GrainStorage> = flaky.clone();
     let (mut a, rx) = primary(&store, "w");
     a.load_state().await.unwrap();
     a.state_mut().n = 1;
     a.write_through().await.unwrap();
     assert_eq!(published(&rx), (1, KeptState { n: 1 }));
-    flaky.down.store(true, Ordering::SeqCst);
+    flaky.set_down(true);
     a.state_mut().n = 2;
     assert!(a.write_through().await.is_err());
     assert!(a.take_deactivate_request(), "the grain leaves memory");
@@ -162,7 +129,7 @@ async fn a_failed_write_through_drops_the_unwritten_state() {
         !a.needs_final_write(),
         "the unwritten state is never written"
     );
-    flaky.down.store(false, Ordering::SeqCst);
+    flaky.set_down(false);
     assert!(a.write_state().await.is_err(), "not even on request");
     assert_eq!(
         published(&rx),
