@@ -78,5 +78,7 @@ fn an_activation_task_stays_small() {
     // 1,184 bytes (debug build) before replication, and the same with it: what copies
     // need is boxed, and a turn's checks run before it, outside the task's state. 1,216
     // since streamed replies: a `ReplyTo` (held across the turn) went from 16 to 24 bytes.
-    assert!(size <= 1_216, "the activation task grew to {size} bytes");
+    // 1,232 since timers (the alarm lives in the task), also without the primary's
+    // write-through after a tick (boxed).
+    assert!(size <= 1_232, "the activation task grew to {size} bytes");
 }
