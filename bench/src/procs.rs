@@ -1,7 +1,8 @@
 //! A Granary cluster under test as child processes: free ports, then a master
 //! (`--storage memory`) and one slave started from the bench's `silo` binary (which
 //! hosts the example grains and the bench's [`Echo`](crate::grains::Echo)), stopped
-//! (SIGTERM, then SIGKILL after 3 s) when dropped, also on error.
+//! (SIGTERM, then SIGKILL after 3 s) when dropped, also on error. [`Children`] runs any
+//! set of such processes (the replication benchmark starts two clusters of four).
 
 use std::fmt::Write as _;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -34,10 +35,8 @@ pub fn free_ports(tcp: usize, udp: usize) -> anyhow::Result<(Vec<u16>, Vec<u16>)
 /// The master and the slave as child processes; stopped when dropped.
 #[derive(Debug)]
 pub struct Cluster {
-    /// `(name, process)`, in start order.
-    children: Vec<(&'static str, Child)>,
-    /// The children's stdout/stderr (`master.log`, `slave.log`).
-    logs: tempfile::TempDir,
+    /// `master`, then `slave`.
+    children: Children,
     /// The master's TCP address (the client's gateway).
     pub master: SocketAddr,
     /// The slave's TCP address (where the grains live).
@@ -50,8 +49,7 @@ impl Cluster {
         let (tcp, udp) = free_ports(2, 2)?;
         let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
         let mut cluster = Cluster {
-            children: Vec::new(),
-            logs: tempfile::tempdir()?,
+            children: Children::new()?,
             master: addr(tcp[0]),
             slave: addr(tcp[1]),
         };
@@ -59,7 +57,7 @@ impl Cluster {
         let master_tcp = cluster.master.to_string();
         let slave_tcp = cluster.slave.to_string();
         let slave_udp = addr(udp[1]).to_string();
-        cluster.spawn(
+        cluster.children.spawn(
             silo,
             "master",
             &[
@@ -72,8 +70,9 @@ impl Cluster {
                 "--storage",
                 "memory",
             ],
+            &[],
         )?;
-        cluster.spawn(
+        cluster.children.spawn(
             silo,
             "slave",
             &[
@@ -86,30 +85,75 @@ impl Cluster {
                 "--master",
                 &master_udp,
             ],
+            &[],
         )?;
         Ok(cluster)
     }
 
-    fn spawn(&mut self, silo: &Path, name: &'static str, args: &[&str]) -> anyhow::Result<()> {
+    /// The process id of the `"master"` or the `"slave"` (0 if unknown).
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children.pid(name)
+    }
+
+    /// The children's logs and exit states, for an error report.
+    pub fn report(&mut self) -> String {
+        self.children.report()
+    }
+}
+
+/// Child processes, each logging to `NAME.log` in a temporary directory. Dropping it
+/// stops them in reverse start order (slaves save and release their grains before the
+/// master goes): SIGTERM, then SIGKILL after 3 s.
+#[derive(Debug)]
+pub struct Children {
+    /// `(name, process)`, in start order.
+    children: Vec<(String, Child)>,
+    /// Their stdout/stderr.
+    logs: tempfile::TempDir,
+}
+
+impl Children {
+    /// No children yet.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            children: Vec::new(),
+            logs: tempfile::tempdir()?,
+        })
+    }
+
+    /// The temporary directory the logs are in (removed when dropped).
+    pub fn dir(&self) -> &Path {
+        self.logs.path()
+    }
+
+    /// Starts `program` with `args` and `env` as `name`, logging warnings only (per-call
+    /// logging would be measured too) unless `env` sets `RUST_LOG`.
+    pub fn spawn(
+        &mut self,
+        program: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let log = std::fs::File::create(self.logs.path().join(format!("{name}.log")))?;
-        let child = Command::new(silo)
+        let child = Command::new(program)
             .args(args)
-            // Warnings only: per-call logging would be measured too.
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .with_context(|| format!("starting the {name} ({})", silo.display()))?;
-        self.children.push((name, child));
+            .with_context(|| format!("starting the {name} ({})", program.display()))?;
+        self.children.push((name.to_owned(), child));
         Ok(())
     }
 
-    /// The process id of the `"master"` or the `"slave"` (0 if unknown).
+    /// The process id of `name` (0 if there is none).
     pub fn pid(&self, name: &str) -> u32 {
         self.children
             .iter()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map_or(0, |(_, c)| c.id())
     }
 
@@ -134,9 +178,8 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for Children {
     fn drop(&mut self) {
-        // Slave first (it saves and releases its grains), then the master.
         for (name, child) in self.children.iter_mut().rev() {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 continue;

@@ -10,6 +10,8 @@
 //!   [`Fenced`], a resource that refuses stale tokens.
 //! - [`variable`]: [`Variable`], a versioned value whose changes are pushed to
 //!   subscribed [`Watcher`] grains.
+//! - [`digest`]: [`Digest`], a stateless worker doing CPU-bound hashing (copied when hot).
+//! - [`gauge`]: [`Gauge`], a read-replicated value (`Bump` writes, `Level` reads).
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -20,6 +22,8 @@
 pub mod account;
 pub mod beacon;
 pub mod counter;
+pub mod digest;
+pub mod gauge;
 pub mod greeter;
 pub mod lock;
 pub mod variable;
@@ -27,6 +31,8 @@ pub mod variable;
 pub use account::{Account, AddFollower, Follow, Followers, Following};
 pub use beacon::{Arm, Beacon, Beats, Disarm, Rest};
 pub use counter::{Add, Counter, Get};
+pub use digest::{Digest, Hash};
+pub use gauge::{Bump, Gauge, Level};
 pub use greeter::{Greeter, Hello};
 pub use lock::{
     Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Leave, Lock, Release, Renew,
@@ -39,7 +45,7 @@ pub use variable::{
 /// The wire names of the grain types this crate registers. A silo binary that links
 /// the crate calls this at start-up, which also keeps the linker from dropping the
 /// crate's `register_grain!` items.
-pub fn grain_types() -> [&'static str; 8] {
+pub fn grain_types() -> [&'static str; 10] {
     use granary_runtime::Grain;
     [
         Greeter::TYPE_NAME,
@@ -50,6 +56,8 @@ pub fn grain_types() -> [&'static str; 8] {
         Fenced::TYPE_NAME,
         Variable::TYPE_NAME,
         Watcher::TYPE_NAME,
+        Digest::TYPE_NAME,
+        Gauge::TYPE_NAME,
     ]
 }
 

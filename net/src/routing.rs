@@ -19,6 +19,13 @@
 //!
 //! A call answered with a stream (`ask_stream`) takes the same path; the child module
 //! `stream` carries its items between silos.
+//!
+//! Replicated grains (`copies`): a silo answers a call to one with
+//! [`Response::GrainAt`], carrying the state version the call was served at and, when
+//! the caller's is older, the grain's copy set. The router then spreads messages over
+//! the set (round robin; writes of read-replicated grains to the primary) and sends its
+//! newest version with every read, so a replica never serves it older state. Grains
+//! that are not replicated never touch that table.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,15 +34,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use granary_proto::frame::{GrainCall, Request, Response, SiloAddr, TraceContext};
+use granary_proto::replication::{CopyKind, CopySet, GrainReplyAt, ReplicaCall, SetVersion};
 use granary_proto::{CallError, CodecError, GrainId};
-use granary_runtime::envelope::{Body, Envelope, LocalReply, ReplyTo, ReplyValue};
+use granary_runtime::envelope::{Body, CopyHint, Envelope, LocalReply, ReplyTo, ReplyValue};
 use granary_runtime::Router;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::transport::{Peers, TransportError};
 
+mod copies;
 mod stream;
+use copies::{is_read, CopyRoutes, Waiting};
 
 /// How many `Moved` answers a call follows before giving up.
 pub const MAX_HOPS: u8 = 4;
@@ -67,6 +77,12 @@ pub trait LocalDelivery: Send + Sync + fmt::Debug + 'static {
     /// Delivers here, activating the grain if needed. Only called right after this silo
     /// resolved the grain with the directory and was named its owner.
     async fn deliver_here(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError>;
+
+    /// For a grain whose type is replicated on this silo: `Some`, holding this silo's
+    /// copy set of it if newer than `seen`. `None` (the default) for every other grain.
+    fn copy_answer(&self, _grain: &GrainId, _seen: Option<SetVersion>) -> Option<Option<CopySet>> {
+        None
+    }
 }
 
 /// Routes envelopes across a cluster.
@@ -79,6 +95,8 @@ pub struct ClusterRouter {
     local: Option<Arc<dyn LocalDelivery>>,
     /// Directory cache; never locked across an `.await`.
     cache: Mutex<HashMap<GrainId, SiloAddr>>,
+    /// Copy sets and seen versions of replicated grains.
+    copies: CopyRoutes,
 }
 
 impl ClusterRouter {
@@ -94,6 +112,7 @@ impl ClusterRouter {
             resolver,
             local,
             cache: Mutex::new(HashMap::new()),
+            copies: CopyRoutes::default(),
         }
     }
 
@@ -125,9 +144,10 @@ impl ClusterRouter {
             .remove(grain);
     }
 
-    /// Drops every cached entry.
+    /// Drops every cached entry (and copy set; the versions seen stay true).
     pub fn forget_all(&self) {
         self.cache.lock().expect("router cache poisoned").clear();
+        self.copies.forget_sets();
     }
 
     /// Drops every cached entry pointing at `silo` (it left or died).
@@ -136,6 +156,7 @@ impl ClusterRouter {
             .lock()
             .expect("router cache poisoned")
             .retain(|_, s| *s != silo);
+        self.copies.forget_silo(silo);
     }
 
     async fn owner(&self, grain: &GrainId, deadline: Instant) -> Result<SiloAddr, CallError> {
@@ -155,68 +176,92 @@ impl ClusterRouter {
     pub async fn inbound(&self, call: GrainCall, one_way: bool) -> Response {
         let deadline = inbound_deadline(&call);
         let target = call.target.clone();
-        let (tx, rx) = oneshot::channel();
+        // A replicated grain answers with its version (and maybe its copy set).
+        let seen = call.replica.and_then(|r| r.copies_seen);
+        let copies = (self.local.as_ref()).and_then(|local| local.copy_answer(&target, seen));
+        let (reply, rx) = Waiting::channel(one_way, copies.is_some());
         let envelope = Envelope {
             target: call.target,
             body: Body::Encoded {
                 name: call.message,
                 bytes: call.payload,
             },
-            reply: if one_way {
-                ReplyTo::None
-            } else {
-                ReplyTo::Encoded(tx)
-            },
+            reply,
             hops: call.hops,
             trace: call.trace,
+            copy: call.replica.map_or_else(CopyHint::default, |r| CopyHint {
+                min_version: r.min_version,
+                primary: r.primary,
+            }),
         };
-        if let Err(response) = self.accept(envelope, &target, deadline).await {
-            return response;
+        let answer = |result: Result<Vec<u8>, CallError>, version: u64| match &copies {
+            Some(newer) => Response::GrainAt(Box::new(GrainReplyAt {
+                reply: result,
+                version,
+                copies: newer.clone(),
+            })),
+            None => Response::Grain(result),
+        };
+        if let Err(refused) = self
+            .accept(envelope, &target, copies.is_some(), deadline)
+            .await
+        {
+            return match refused {
+                Refused::Moved(owner) => Response::Moved(owner),
+                Refused::Failed(e) => answer(Err(e), 0),
+            };
         }
-        if one_way {
-            return Response::Grain(Ok(Vec::new()));
-        }
-        match tokio::time::timeout_at(deadline, rx).await {
-            Err(_) => Response::Grain(Err(CallError::Timeout)),
-            Ok(Err(_)) => Response::Grain(Err(CallError::Lost(
-                "the activation went away before replying".into(),
-            ))),
-            Ok(Ok(result)) => Response::Grain(result),
-        }
+        let (result, version) = rx.wait(deadline).await;
+        answer(result, version)
     }
 
     /// Delivers an envelope that arrived over TCP to a grain of this silo: at once if it
-    /// is active here, else only if the directory names this silo its owner. `Err` is
-    /// the response to send instead (`Moved`, or why it was not delivered).
+    /// is active here, else only if the directory names this silo its owner. A grain
+    /// replicated here (`replicated`) whose call asks for the primary (a read a replica
+    /// could not serve) is taken to the primary by this silo instead.
     async fn accept(
         &self,
         envelope: Envelope,
         target: &GrainId,
+        replicated: bool,
         deadline: Instant,
-    ) -> Result<(), Response> {
+    ) -> Result<(), Refused> {
         let Some(local) = &self.local else {
-            return Err(Response::Grain(Err(CallError::Unreachable(
-                "not a silo".into(),
-            ))));
+            return Err(Refused::Failed(CallError::Unreachable("not a silo".into())));
         };
         let not_active = local
             .deliver_if_active(envelope, deadline)
             .await
-            .map_err(|e| Response::Grain(Err(e)))?;
-        if let Some(envelope) = not_active {
-            // Not active here: only the directory may say it belongs here.
-            self.forget(target);
-            match self.owner(target, deadline).await {
-                Ok(owner) if owner == local.me() => local
-                    .deliver_here(envelope, deadline)
-                    .await
-                    .map_err(|e| Response::Grain(Err(e)))?,
-                Ok(owner) => return Err(Response::Moved(owner)),
-                Err(e) => return Err(Response::Grain(Err(e))),
-            }
+            .map_err(Refused::Failed)?;
+        let Some(envelope) = not_active else {
+            return Ok(());
+        };
+        if envelope.copy.primary && replicated {
+            // The caller keeps its route; this silo forwards to the primary.
+            return Router::deliver(self, envelope, deadline)
+                .await
+                .map_err(Refused::Failed);
         }
-        Ok(())
+        // Not active here: only the directory may say it belongs here.
+        self.forget(target);
+        match self.owner(target, deadline).await {
+            Ok(owner) if owner == local.me() => local
+                .deliver_here(envelope, deadline)
+                .await
+                .map_err(Refused::Failed),
+            Ok(owner) => Err(Refused::Moved(owner)),
+            Err(e) => Err(Refused::Failed(e)),
+        }
     }
+}
+
+/// Why a call that arrived over TCP was not delivered here.
+#[derive(Debug)]
+enum Refused {
+    /// The grain lives on this other silo.
+    Moved(SiloAddr),
+    /// Delivering it failed.
+    Failed(CallError),
 }
 
 /// The deadline of a call that arrived over TCP.
@@ -241,7 +286,16 @@ fn fail(reply: ReplyTo, err: CallError) -> Result<(), CallError> {
 
 #[async_trait]
 impl Router for ClusterRouter {
-    async fn deliver(&self, envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+    fn observed(&self, grain: &GrainId, version: u64) {
+        self.copies.learn(grain, version, None);
+    }
+
+    async fn deliver(&self, mut envelope: Envelope, deadline: Instant) -> Result<(), CallError> {
+        // A replicated grain: the newest version this caller has seen goes with it.
+        let known = self.copies.known(&envelope.target);
+        if let Some(known) = known {
+            envelope.copy.min_version = envelope.copy.min_version.max(known.token);
+        }
         let envelope = match &self.local {
             Some(local) => match local.deliver_if_active(envelope, deadline).await? {
                 None => return Ok(()),
@@ -255,7 +309,22 @@ impl Router for ClusterRouter {
             mut reply,
             mut hops,
             trace,
+            copy,
         } = envelope;
+        // Which copies may take it: any copy of a stateless worker; any replica for a
+        // read of a read-replicated grain; else the home (primary).
+        let any_copy = known.is_some_and(|k| match k.kind {
+            Some(CopyKind::StatelessWorker) => true,
+            Some(CopyKind::ReadReplicas) => !copy.primary && is_read(&target, &body),
+            None => false,
+        });
+        let me = self.local.as_ref().map(|l| l.me());
+        // A read of a read-replicated grain: it changes nothing, so one lost with the
+        // replica that had it may be asked again of the primary.
+        let retry_read = any_copy && known.and_then(|k| k.kind) == Some(CopyKind::ReadReplicas);
+        // Set when a copy could not take the call: it goes to the home (primary) from
+        // then on, and the home's reply brings the newest set if ours is outdated.
+        let mut to_home = false;
         let decode_reply = match &body {
             Body::Local { vtable, .. } => Some(vtable.decode_reply),
             Body::Encoded { .. } => None,
@@ -272,7 +341,8 @@ impl Router for ClusterRouter {
             if Instant::now() >= deadline {
                 return fail(reply, last_error.unwrap_or(CallError::Timeout));
             }
-            let (silo, fresh) = match owner.take() {
+            let picked = self.copies.pick(&target, any_copy && !to_home, me);
+            let (silo, fresh) = match picked.or_else(|| owner.take()) {
                 Some(silo) => (silo, false),
                 None => match self.resolver.resolve(&target, deadline).await {
                     Ok(silo) => {
@@ -305,6 +375,7 @@ impl Router for ClusterRouter {
                                 reply,
                                 hops,
                                 trace,
+                                copy,
                             };
                             local.deliver_here(envelope, deadline).await
                         }
@@ -315,7 +386,7 @@ impl Router for ClusterRouter {
                                 encoded,
                                 reply,
                                 decode_reply,
-                                (hops, trace),
+                                (hops, trace, copy),
                                 deadline,
                             )
                             .await
@@ -345,8 +416,13 @@ impl Router for ClusterRouter {
                 one_way,
                 stream,
                 trace,
+                replica: self.copies.known(&target).map(|k| ReplicaCall {
+                    min_version: copy.min_version.max(k.token),
+                    copies_seen: k.seen,
+                    primary: copy.primary || !any_copy,
+                }),
             };
-            let answer = if stream.is_some() {
+            let mut response = if stream.is_some() {
                 match stream::call(&self.peers, silo.addr, call, reply, decode_reply, deadline)
                     .await
                 {
@@ -361,21 +437,46 @@ impl Router for ClusterRouter {
                     .call(silo.addr, Request::Grain(call), deadline)
                     .await
             };
-            match answer {
+            let mut version = 0;
+            if let Ok(Response::GrainAt(at)) = response {
+                let GrainReplyAt {
+                    reply: result,
+                    version: at_version,
+                    copies,
+                } = *at;
+                self.copies.learn(&target, at_version, copies);
+                version = at_version;
+                response = Ok(Response::Grain(result));
+            }
+            match response {
                 Ok(Response::Grain(Ok(bytes))) => {
-                    complete(reply, bytes, decode_reply);
+                    complete(reply, bytes, decode_reply, version);
                     return Ok(());
                 }
                 // The owner is shutting down or fenced: the entry moves soon.
                 Ok(Response::Grain(Err(
                     e @ (CallError::ShuttingDown | CallError::Unreachable(_)),
                 ))) => {
+                    if self.avoid_copy(&target, picked, &mut to_home) {
+                        continue;
+                    }
                     last_error = Some(e);
                 }
                 Ok(Response::Grain(Err(e))) if e.is_not_delivered() => return fail(reply, e),
                 Ok(Response::Grain(Err(e))) => {
-                    reply.fail(e);
+                    reply.complete_at(Err(e), version);
                     return Ok(());
+                }
+                Ok(Response::Moved(_)) if picked.is_some() && !to_home => {
+                    // A copy that does not host the grain (any more, or not yet): this
+                    // call goes to the home, whose reply brings the newest set.
+                    to_home = true;
+                    continue;
+                }
+                Ok(Response::Moved(_)) if picked.is_some() => {
+                    // The home itself moved: the set is outdated.
+                    self.copies.drop_silo_of(&target, silo);
+                    continue;
                 }
                 Ok(Response::Moved(new_owner)) => {
                     hops += 1;
@@ -397,7 +498,16 @@ impl Router for ClusterRouter {
                 }
                 // Not sent: the silo is gone or not up yet.
                 Err(e @ (TransportError::Unreachable(_) | TransportError::Closed)) => {
+                    if self.avoid_copy(&target, picked, &mut to_home) {
+                        continue;
+                    }
                     last_error = Some(e.into())
+                }
+                // A replica was lost with a read in flight: ask the primary instead.
+                Err(TransportError::Lost(why)) if retry_read && picked.is_some() && !to_home => {
+                    tracing::debug!(grain = %target, replica = %silo, "read lost with its replica ({why}); asking the primary");
+                    to_home = true;
+                    continue;
                 }
                 // Sent, outcome unknown (connection lost, timeout): never retried. The
                 // silo may be dead, paused or cut off: forget every route to it, so other
@@ -420,12 +530,16 @@ async fn pause_before_retry(pause: &mut Duration, deadline: Instant) {
     *pause = (*pause * 2).min(RETRY_MAX);
 }
 
-/// Completes `reply` with an encoded reply, decoding it for a local caller.
-fn complete(reply: ReplyTo, bytes: Vec<u8>, decode_reply: Option<DecodeReply>) {
+/// Completes `reply` with an encoded reply served at `version`, decoding it for a
+/// local caller.
+fn complete(reply: ReplyTo, bytes: Vec<u8>, decode_reply: Option<DecodeReply>, version: u64) {
     match reply {
         ReplyTo::None => {}
         ReplyTo::Encoded(tx) => {
             let _ = tx.send(Ok(bytes));
+        }
+        ReplyTo::EncodedAt(tx) => {
+            let _ = tx.send((Ok(bytes), version));
         }
         // An empty stream (it ended before any item).
         reply @ ReplyTo::Stream(_) => reply.complete(Ok(ReplyValue::None)),
@@ -450,7 +564,7 @@ async fn deliver_encoded_here(
     (name, bytes): (String, Vec<u8>),
     reply: ReplyTo,
     decode_reply: Option<DecodeReply>,
-    (hops, trace): (u8, Option<TraceContext>),
+    (hops, trace, copy): (u8, Option<TraceContext>, CopyHint),
     deadline: Instant,
 ) -> Result<(), CallError> {
     let (tx, decode) = match (reply, decode_reply) {
@@ -462,6 +576,7 @@ async fn deliver_encoded_here(
                 reply,
                 hops,
                 trace,
+                copy,
             };
             return local.deliver_here(envelope, deadline).await;
         }
@@ -473,6 +588,7 @@ async fn deliver_encoded_here(
         reply: ReplyTo::Encoded(etx),
         hops,
         trace,
+        copy,
     };
     local.deliver_here(envelope, deadline).await?;
     let result = match tokio::time::timeout_at(deadline, erx).await {

@@ -44,6 +44,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use crate::codec::{self, CodecError};
 use crate::replica::{ReplicaError, StoreChange, StorePosition};
+use crate::replication::{GrainReplyAt, ReplicaCall, ReplicaRequest, ReplicaResponse};
 use crate::status::{ClusterStatus, SiloStatus};
 use crate::{CallError, GrainId};
 
@@ -54,8 +55,9 @@ pub const DEFAULT_MAX_FRAME: usize = 8 * 1024 * 1024;
 /// optional [`TraceContext`]. 3: directory answers carry the master's epoch; directory
 /// reports and store replication between candidates. 4: streamed replies
 /// ([`GrainCall::stream`], [`Frame::StreamItem`], [`Frame::StreamCredit`]), cancellation
-/// ([`Frame::Cancel`]) and [`CallError::Cancelled`].
-pub const FRAME_VERSION: u8 = 4;
+/// ([`Frame::Cancel`]) and [`CallError::Cancelled`]. 5: hot-grain replication (a grain
+/// call's [`ReplicaCall`], [`Response::GrainAt`], [`Request::Replica`]).
+pub const FRAME_VERSION: u8 = 5;
 
 /// Size of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -162,6 +164,10 @@ pub struct GrainCall {
     /// turn becomes a child of the sender's. `None` for calls from outside a grain (a
     /// client), whose turn starts a new trace.
     pub trace: Option<TraceContext>,
+    /// For a replicated grain the caller routes over a copy set: the version it has
+    /// seen and the set it knows (see [`crate::replication`]). `None` for every other
+    /// call; the callee still answers a replicated grain with [`Response::GrainAt`].
+    pub replica: Option<ReplicaCall>,
 }
 
 /// Where a call sits in a distributed trace: the trace it belongs to and the span (the
@@ -270,6 +276,9 @@ pub enum Request {
     /// The whole cluster as the master sees it; a slave asks the master. Answered with
     /// [`Response::ClusterStatus`].
     ClusterStatus,
+    /// Replication between silos (copy sets, replica sync, load reports). Answered with
+    /// [`Response::Replica`].
+    Replica(ReplicaRequest),
 }
 
 /// What a peer answers.
@@ -306,6 +315,11 @@ pub enum Response {
     SiloStatus(Box<SiloStatus>),
     /// Answer to [`Request::ClusterStatus`].
     ClusterStatus(Result<Box<ClusterStatus>, CallError>),
+    /// Result of [`Request::Grain`] to a replicated grain: the reply plus the version
+    /// it was served at and, when the caller's is older, the grain's copy set.
+    GrainAt(Box<GrainReplyAt>),
+    /// Answer to [`Request::Replica`].
+    Replica(ReplicaResponse),
 }
 
 /// The encoded reply of a grain call as one byte string: the same bytes on the wire as

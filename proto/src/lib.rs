@@ -11,6 +11,7 @@
 //! - [`frame`]: TCP frames between clients and silos and between silos.
 //! - [`replica`]: store positions and changes the acting master replicates, and election.
 //! - [`status`]: what silos report about themselves and the cluster (status, events).
+//! - [`replication`]: copy sets of hot grains and the requests that maintain them.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -24,6 +25,7 @@ pub mod frame;
 pub mod id;
 pub mod packet;
 pub mod replica;
+pub mod replication;
 pub mod status;
 
 pub use codec::CodecError;

@@ -113,7 +113,9 @@ pub struct HotGrain {
     pub queue_depth: u64,
     /// Messages it handled since it was activated.
     pub messages: u64,
-    /// Copies serving it (1 until grains are replicated).
+    /// Copies serving it as the reporting silo knows them: its own activations of the
+    /// grain plus one per other silo of the grain's copy set (1 for a grain that is not
+    /// replicated).
     pub replicas: u32,
 }
 

@@ -14,6 +14,7 @@ use granary_proto::packet::{
     DepartureReason, LoadReport, Packet, PacketBody, PacketCodec, ProtocolParams, SiloId,
     WireMember, DEFAULT_MAX_PACKET, MAGIC,
 };
+use granary_proto::replication::{CopyKind, CopySet, GrainReplyAt, ReplicaCall, SetVersion};
 use granary_proto::{codec, CallError, GrainId};
 use proptest::prelude::*;
 use tokio_util::codec::Decoder;
@@ -103,10 +104,15 @@ fn request() -> impl Strategy<Value = Request> {
             any::<u8>(),
             any::<bool>(),
             prop::option::of(any::<u32>()),
-            prop::option::of((any::<u128>(), any::<u64>()))
+            prop::option::of((any::<u128>(), any::<u64>())),
+            prop::option::of((
+                any::<u64>(),
+                prop::option::of((any::<u64>(), any::<u64>())),
+                any::<bool>()
+            ))
         )
             .prop_map(
-                |(target, message, payload, timeout_ms, hops, one_way, stream, trace)| {
+                |(target, message, payload, timeout_ms, hops, one_way, stream, trace, replica)| {
                     Request::Grain(GrainCall {
                         target,
                         message,
@@ -118,6 +124,11 @@ fn request() -> impl Strategy<Value = Request> {
                         trace: trace.map(|(trace_id, parent_span_id)| TraceContext {
                             trace_id,
                             parent_span_id,
+                        }),
+                        replica: replica.map(|(min_version, seen, primary)| ReplicaCall {
+                            min_version,
+                            copies_seen: seen.map(|(epoch, seq)| SetVersion { epoch, seq }),
+                            primary,
                         }),
                     })
                 }
@@ -150,6 +161,23 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Grain(Err(CallError::Timeout))),
         Just(Response::Grain(Err(CallError::Cancelled))),
         (addr(), any::<u64>()).prop_map(|(a, g)| Response::Moved(SiloAddr::new(a, g))),
+        (
+            prop::collection::vec(any::<u8>(), 0..64),
+            any::<u64>(),
+            prop::option::of((addr(), any::<u64>(), any::<u64>()))
+        )
+            .prop_map(|(reply, version, copies)| {
+                Response::GrainAt(Box::new(GrainReplyAt {
+                    reply: Ok(reply),
+                    version,
+                    copies: copies.map(|(a, g, seq)| CopySet {
+                        version: SetVersion { epoch: g, seq },
+                        kind: CopyKind::ReadReplicas,
+                        home: SiloAddr::new(a, g),
+                        members: vec![SiloAddr::new(a, g.wrapping_add(1))],
+                    }),
+                }))
+            }),
     ]
 }
 

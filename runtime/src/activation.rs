@@ -9,6 +9,11 @@
 //!
 //! Timer ticks (see [`crate::timer`]) are turns of the same loop.
 //!
+//! A copy of a read-replicated grain runs the same loop (see `replica`): a primary
+//! writes changed state through after each turn and publishes it; a replica starts from
+//! its primary's state, takes its newest snapshot before each turn, and sends on what
+//! it may not serve (a write, or anything once its lease has run out).
+//!
 //! ```text
 //! activate ── load state ── on_activate ──┬─► turn ─► turn ─► … (one at a time)
 //!                                         └─ idle / stop / deactivate / panic
@@ -31,9 +36,10 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 
-use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyValue};
-use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
+use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyTo, ReplyValue};
+use crate::grain::{Grain, GrainContext, GrainError, Handler, Message, ReadHandler};
 use crate::lease::HostingLease;
+use crate::replication::CopyLink;
 use crate::router::Router;
 use crate::storage::{GrainStorage, StorageError};
 use crate::timer::{self, TimerAlarm};
@@ -70,6 +76,9 @@ pub struct ActivationArgs {
     pub observer: Arc<dyn TurnObserver>,
     /// The silo's right to run turns and write state (see [`HostingLease`]).
     pub lease: Arc<HostingLease>,
+    /// For a copy of a read-replicated grain: its role and channel to the others
+    /// (`None` for every other activation; boxed, so they pay one word for it).
+    pub copy: Option<Box<CopyLink>>,
 }
 
 /// Sees every message an activation handles: which one, how long the handler took and
@@ -95,6 +104,7 @@ impl fmt::Debug for ActivationArgs {
             .field("id", &self.id)
             .field("activation_id", &self.activation_id)
             .field("idle_timeout", &self.idle_timeout)
+            .field("copy", &self.copy)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +153,8 @@ pub struct ActivationStats {
     last_active_ms: AtomicU64,
     /// Messages per second over the last completed window, as `f64` bits.
     rate_bits: AtomicU64,
+    /// Time spent in handlers so far, in microseconds.
+    busy_us: AtomicU64,
 }
 
 /// How long a message-rate window lasts.
@@ -163,7 +175,13 @@ impl ActivationStats {
             messages: AtomicU64::new(0),
             last_active_ms: AtomicU64::new(0),
             rate_bits: AtomicU64::new(0f64.to_bits()),
+            busy_us: AtomicU64::new(0),
         }
+    }
+
+    /// Time spent in handlers so far (for hotness: busy time per interval).
+    pub fn busy(&self) -> Duration {
+        Duration::from_micros(self.busy_us.load(Ordering::Relaxed))
     }
 
     /// Messages handled so far.
@@ -192,8 +210,10 @@ impl ActivationStats {
         f64::from_bits(self.rate_bits.load(Ordering::Relaxed))
     }
 
-    fn record_turn(&self, now: Instant, window: &mut (Instant, u64)) {
+    fn record_turn(&self, now: Instant, window: &mut (Instant, u64), busy: Duration) {
         self.messages.fetch_add(1, Ordering::Relaxed);
+        let busy_us = u64::try_from(busy.as_micros()).unwrap_or(u64::MAX);
+        self.busy_us.fetch_add(busy_us, Ordering::Relaxed);
         let ms = now.saturating_duration_since(self.created).as_millis() as u64;
         self.last_active_ms.store(ms, Ordering::Relaxed);
         window.1 += 1;
@@ -253,6 +273,8 @@ pub struct HandlerEntry<G: Grain> {
     pub message: &'static str,
     /// Its handler.
     pub handle: HandleFn<G>,
+    /// The handler only reads (a [`ReadHandler`]): a read replica may run it.
+    pub read: bool,
 }
 
 impl<G: Grain> HandlerEntry<G> {
@@ -264,6 +286,19 @@ impl<G: Grain> HandlerEntry<G> {
         Self {
             message,
             handle: handle_message::<G, M>,
+            read: false,
+        }
+    }
+
+    /// The row for the read-only message `M`.
+    pub const fn new_read<M: Message>(message: &'static str) -> Self
+    where
+        G: ReadHandler<M>,
+    {
+        Self {
+            message,
+            handle: handle_message::<G, M>,
+            read: true,
         }
     }
 
@@ -275,6 +310,7 @@ impl<G: Grain> HandlerEntry<G> {
         Self {
             message,
             handle: crate::streaming::handle_stream_message::<G, M>,
+            read: false,
         }
     }
 }
@@ -372,11 +408,13 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
         stats,
         observer,
         lease,
+        copy,
     } = args;
     // Activation and deactivation run once each: boxed, so their state does not enlarge
     // the task that every idle activation keeps.
     let ctx = GrainContext::<G>::new(id.clone(), storage, router.clone(), lease.clone());
-    let live = match Box::pin(activate(ctx)).await {
+    let (ctx, mut replica) = link(ctx, copy);
+    let live = match Box::pin(activate(ctx, replica.as_deref_mut(), &stop)).await {
         Ok(live) => live,
         Err(err) => {
             tracing::warn!(grain = %id, error = %err, "activation failed");
@@ -426,6 +464,12 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                     let Some(current) = live.as_mut() else {
                         break Exit::Panicked;
                     };
+                    if current.ctx.is_primary() {
+                        // A primary's tick is written through like a message's turn.
+                        if let Err(e) = Box::pin(current.ctx.write_through()).await {
+                            tracing::warn!(grain = %current.ctx.id(), error = %e, "write-through after a timer tick failed; dropping the unwritten state");
+                        }
+                    }
                     if current.ctx.is_unsettled() {
                         Box::pin(current.ctx.settle()).await;
                     }
@@ -445,10 +489,25 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
                         }
                         envelope = held.take().expect("held just above");
                     }
+                    // Decided before the turn, so nothing of it is kept while it runs.
+                    let current = live.as_mut().expect("the grain is live between turns");
+                    let call = match admit(&mut current.ctx, handlers, envelope, replica.as_deref_mut()) {
+                        Ok(call) => call,
+                        Err(refused) => {
+                            if let Refused::Bounced(envelope) = refused {
+                                bounce(*envelope, &router, host.as_ref());
+                            }
+                            if current.ctx.take_deactivate_request() {
+                                break Exit::Requested;
+                            }
+                            continue;
+                        }
+                    };
                     let taken = live.take().expect("the grain is live between turns");
-                    live = turn(taken, &mut slot, handlers, *envelope, observer.as_ref()).await;
+                    let busy;
+                    (live, busy) = turn(taken, &mut slot, call, observer.as_ref()).await;
                     last_active = Instant::now();
-                    stats.record_turn(last_active, &mut window);
+                    stats.record_turn(last_active, &mut window, busy);
                     let Some(current) = live.as_mut() else {
                         break Exit::Panicked;
                     };
@@ -511,12 +570,19 @@ async fn run<G: Grain>(args: ActivationArgs, handlers: &'static [HandlerEntry<G>
     }
 }
 
-/// Loads the state and runs `on_activate`: the live grain, or why it could not start.
-async fn activate<G: Grain>(mut ctx: GrainContext<G>) -> Result<Box<Live<G>>, CallError> {
+/// Loads the state (a replica: waits for its primary's) and runs `on_activate`: the live
+/// grain, or why it could not start.
+async fn activate<G: Grain>(
+    mut ctx: GrainContext<G>,
+    replica: Option<&mut ReplicaLink>,
+    stop: &CancellationToken,
+) -> Result<Box<Live<G>>, CallError> {
     let activated = AssertUnwindSafe(async {
-        ctx.load_state()
-            .await
-            .map_err(|e| CallError::ActivationFailed(format!("reading state: {e}")))?;
+        match replica {
+            None => ctx.load_state().await,
+            Some(link) => link.first_state(&mut ctx, stop).await,
+        }
+        .map_err(|e| CallError::ActivationFailed(format!("reading state: {e}")))?;
         G::on_activate(&mut ctx)
             .await
             .map_err(|e| CallError::ActivationFailed(e.to_string()))
@@ -573,28 +639,90 @@ async fn deactivate<G: Grain>(live: &mut Live<G>, exit: Exit, id: &GrainId) -> b
     true
 }
 
-/// Runs one message in `slot`. Returns the grain, or `None` if the handler panicked.
+/// Why a message gets no turn here.
+enum Refused {
+    /// Its call was answered with an error already.
+    Answered,
+    /// A replica could not serve it: it goes to the primary.
+    Bounced(Box<Envelope>),
+}
+
+/// A message admitted to a turn: its handler and the parts of its envelope the turn uses.
+struct Call<G: Grain> {
+    entry: &'static HandlerEntry<G>,
+    target: GrainId,
+    body: Body,
+    reply: ReplyTo,
+    trace: Option<TraceContext>,
+}
+
+/// Decides, before the turn, whether this activation runs `envelope`: its message must
+/// be handled here, a replica must hold a lease (else the message goes to the primary)
+/// and no copy may be behind its caller. Not `async`, so the envelope takes no room in
+/// the activation's task.
+fn admit<G: Grain>(
+    ctx: &mut GrainContext<G>,
+    handlers: &'static [HandlerEntry<G>],
+    envelope: Box<Envelope>,
+    replica: Option<&mut ReplicaLink>,
+) -> Result<Call<G>, Refused> {
+    let Some(entry) = handlers.iter().find(|h| h.message == envelope.body.name()) else {
+        envelope.reply.fail(CallError::UnknownMessage {
+            grain_type: G::TYPE_NAME.to_owned(),
+            message: envelope.body.name().to_owned(),
+        });
+        return Err(Refused::Answered);
+    };
+    if let Some(replica) = replica {
+        if !replica.admit(ctx, entry.read) {
+            return Err(Refused::Bounced(envelope));
+        }
+    }
+    if ctx.version().is_some_and(|v| v < envelope.copy.min_version) {
+        // The caller has seen a newer state than this copy holds: a replica sends the
+        // message to its primary; a primary is stale (another one wrote meanwhile) and
+        // leaves memory, so the next activation reads the newer state.
+        if !ctx.is_primary() {
+            return Err(Refused::Bounced(envelope));
+        }
+        tracing::warn!(grain = %ctx.id(), version = ?ctx.version(), caller = envelope.copy.min_version, "primary behind a caller's version: deactivating to re-read the state");
+        ctx.deactivate_on_idle();
+        envelope.reply.fail(CallError::Unreachable(
+            "the grain's primary was stale and is re-reading its state; try again".into(),
+        ));
+        return Err(Refused::Answered);
+    }
+    let Envelope {
+        target,
+        body,
+        reply,
+        trace,
+        ..
+    } = *envelope;
+    Ok(Call {
+        entry,
+        target,
+        body,
+        reply,
+        trace,
+    })
+}
+
+/// Runs one admitted message in `slot`. Returns the grain (`None` if the handler
+/// panicked) and the time the turn took.
 async fn turn<G: Grain>(
     live: Box<Live<G>>,
     slot: &mut TurnFuture<G>,
-    handlers: &'static [HandlerEntry<G>],
-    envelope: Envelope,
+    call: Call<G>,
     observer: &dyn TurnObserver,
-) -> Option<Box<Live<G>>> {
-    let Envelope {
+) -> (Option<Box<Live<G>>>, Duration) {
+    let Call {
+        entry,
         target,
         body,
         mut reply,
         trace,
-        ..
-    } = envelope;
-    let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
-        reply.fail(CallError::UnknownMessage {
-            grain_type: G::TYPE_NAME.to_owned(),
-            message: body.name().to_owned(),
-        });
-        return Some(live);
-    };
+    } = call;
     let shape = reply.shape();
     let ids = TurnIds::new(trace);
     // Fields are formatted only by a subscriber that records the span. No `tracing`
@@ -620,20 +748,51 @@ async fn turn<G: Grain>(
         .catch_unwind()
         .await
     {
+        Ok((live, result)) if live.ctx.is_copy() => {
+            // Boxed: the write-through's future would otherwise make every activation's
+            // task larger, replicated or not.
+            let (live, result) = Box::pin(finish_copy_turn(live, result, &target)).await;
+            let busy = started.elapsed();
+            observer.turn(entry.message, busy, result.as_ref().err());
+            let version = live.ctx.version().unwrap_or_default();
+            if result.is_ok() {
+                live.ctx.router.observed(&target, version);
+            }
+            reply.complete_at(result, version);
+            (Some(live), busy)
+        }
         Ok((live, result)) => {
-            observer.turn(entry.message, started.elapsed(), result.as_ref().err());
+            let busy = started.elapsed();
+            observer.turn(entry.message, busy, result.as_ref().err());
             reply.complete(result);
-            Some(live)
+            (Some(live), busy)
         }
         Err(panic) => {
             let msg = panic_message(&*panic);
             tracing::error!(grain = %target, message = entry.message, panic = %msg, "handler panicked; deactivating");
             let err = CallError::Panicked(msg);
-            observer.turn(entry.message, started.elapsed(), Some(&err));
+            let busy = started.elapsed();
+            observer.turn(entry.message, busy, Some(&err));
             reply.fail(err);
             // The panicked future (and the grain in it) is dropped here.
             slot.set(std::future::pending());
-            None
+            (None, busy)
+        }
+    }
+}
+
+/// After a turn of a read-replicated copy: the primary writes the state the handler
+/// changed through before the reply; if that fails, the reply is the storage error.
+async fn finish_copy_turn<G: Grain>(
+    mut live: Box<Live<G>>,
+    result: Result<ReplyValue, CallError>,
+    target: &GrainId,
+) -> TurnOutput<G> {
+    match live.ctx.write_through().await {
+        Ok(()) => (live, result),
+        Err(e) => {
+            tracing::warn!(grain = %target, error = %e, "write-through failed; dropping the unwritten state");
+            (live, Err(CallError::Storage(e.to_string())))
         }
     }
 }
@@ -647,3 +806,9 @@ pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
         "panic with a non-string payload".to_owned()
     }
 }
+
+mod replica;
+use replica::{bounce, link, ReplicaLink};
+
+#[cfg(test)]
+mod tests;

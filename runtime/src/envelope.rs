@@ -71,6 +71,9 @@ pub enum ReplyTo {
     Local(oneshot::Sender<Result<LocalReply, CallError>>),
     /// An ask from the network: the reply is encoded.
     Encoded(oneshot::Sender<Result<Vec<u8>, CallError>>),
+    /// An ask from the network to a replicated grain: the reply is encoded and goes
+    /// back with the state version it was served at (0 when unknown).
+    EncodedAt(oneshot::Sender<(Result<Vec<u8>, CallError>, u64)>),
     /// An `ask_stream`: items, then the end.
     Stream(StreamReply),
 }
@@ -169,7 +172,7 @@ impl ReplyTo {
         match self {
             ReplyTo::None => ReplyKind::None,
             ReplyTo::Local(_) => ReplyKind::Local,
-            ReplyTo::Encoded(_) => ReplyKind::Encoded,
+            ReplyTo::Encoded(_) | ReplyTo::EncodedAt(_) => ReplyKind::Encoded,
             ReplyTo::Stream(_) => ReplyKind::Stream,
         }
     }
@@ -198,12 +201,19 @@ impl ReplyTo {
             ReplyTo::None => true,
             ReplyTo::Local(tx) => tx.is_closed(),
             ReplyTo::Encoded(tx) => tx.is_closed(),
+            ReplyTo::EncodedAt(tx) => tx.is_closed(),
             ReplyTo::Stream(stream) => stream.end.is_closed(),
         }
     }
 
     /// Completes the call with `result`. A caller that gave up is ignored.
     pub fn complete(self, result: Result<ReplyValue, CallError>) {
+        self.complete_at(result, 0);
+    }
+
+    /// Completes the call with `result`, served at state version `version` (only an
+    /// [`ReplyTo::EncodedAt`] caller receives the version).
+    pub fn complete_at(self, result: Result<ReplyValue, CallError>, version: u64) {
         match self {
             ReplyTo::None => {}
             ReplyTo::Local(tx) => {
@@ -213,10 +223,10 @@ impl ReplyTo {
                 }));
             }
             ReplyTo::Encoded(tx) => {
-                let _ = tx.send(result.and_then(|v| match v {
-                    ReplyValue::Encoded(b) => Ok(b),
-                    _ => Err(CallError::Codec("reply produced in the wrong form".into())),
-                }));
+                let _ = tx.send(result.and_then(encoded));
+            }
+            ReplyTo::EncodedAt(tx) => {
+                let _ = tx.send((result.and_then(encoded), version));
             }
             ReplyTo::Stream(stream) => {
                 // The items end first: a consumer reads the end once the channel is empty.
@@ -229,6 +239,13 @@ impl ReplyTo {
     /// Fails the call with `err`.
     pub fn fail(self, err: CallError) {
         self.complete(Err(err));
+    }
+}
+
+fn encoded(value: ReplyValue) -> Result<Vec<u8>, CallError> {
+    match value {
+        ReplyValue::Encoded(b) => Ok(b),
+        _ => Err(CallError::Codec("reply produced in the wrong form".into())),
     }
 }
 
@@ -278,6 +295,19 @@ pub struct Envelope {
     /// The trace of the turn that sent it, if a grain's handler did (see
     /// [`crate::trace`]); routers carry it across silos.
     pub trace: Option<TraceContext>,
+    /// For a replicated grain: which copies may serve it (set by routers).
+    pub copy: CopyHint,
+}
+
+/// What a router tells the copies of a replicated grain about one message (see
+/// [`crate::replication`]). The default suits every other grain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyHint {
+    /// A read replica may serve the message only at this state version or newer (the
+    /// newest version its caller has seen).
+    pub min_version: u64,
+    /// Only the primary may serve it (a replica could not).
+    pub primary: bool,
 }
 
 impl Envelope {
@@ -295,6 +325,7 @@ impl fmt::Debug for Envelope {
             .field("reply", &self.reply.kind())
             .field("hops", &self.hops)
             .field("trace", &self.trace)
+            .field("copy", &self.copy)
             .finish()
     }
 }
@@ -325,6 +356,8 @@ pub struct MessageVTable {
     pub encode: fn(&(dyn Any + Send)) -> Result<Vec<u8>, CodecError>,
     /// Decodes an encoded reply into a type-erased `<G as Handler<M>>::Reply`.
     pub decode_reply: fn(&[u8]) -> Result<LocalReply, CodecError>,
+    /// The message only reads (listed in `reads = [...]`): a read replica may serve it.
+    pub read: bool,
 }
 
 impl fmt::Debug for MessageVTable {

@@ -1,6 +1,7 @@
 //! What a grain author works with: the traits to implement ([`Grain`] once,
-//! [`Handler<M>`] per message) and the [`GrainContext`] every hook and handler gets (the
-//! grain's identity and persistent state). They name each other, so they live together.
+//! [`Handler<M>`] per message, or [`ReadHandler<M>`] for a message that only reads) and
+//! the [`GrainContext`] every hook and handler gets (the grain's identity and persistent
+//! state). They name each other, so they live together.
 
 use std::error::Error;
 use std::fmt;
@@ -13,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::lease::HostingLease;
+use crate::replication::{self, Replication, Snapshot, SnapshotSender};
 use crate::router::Router;
 use crate::storage::{Etag, GrainStorage, StorageError};
 
@@ -44,6 +46,10 @@ pub trait Grain: Sized + Send + 'static {
     /// `None` uses the silo's setting (15 minutes by default, as in Orleans).
     const IDLE_TIMEOUT: Option<Duration> = None;
 
+    /// Whether the grain may be copied when it is hot (see [`Replication`]). The
+    /// default, [`Replication::Single`], never copies it.
+    const REPLICATION: Replication = Replication::Single;
+
     /// Builds the in-memory grain. `ctx.state()` already holds the stored state (or
     /// its default). An error fails the message that triggered the activation.
     async fn on_activate(ctx: &mut GrainContext<Self>) -> Result<Self, GrainError>;
@@ -72,6 +78,87 @@ pub trait Handler<M: Message>: Grain {
         msg: M,
         ctx: &mut GrainContext<Self>,
     ) -> Result<Self::Reply, GrainError>;
+}
+
+/// Handles one message type `M` without changing anything: `&self` and a shared
+/// [`GrainContext`], so the handler can read the state but not change or write it.
+///
+/// Every `ReadHandler<M>` is also a [`Handler<M>`]. List `M` in the grain's
+/// `register_grain!(…, reads = [M])`: on a [`Replication::ReadReplicas`] grain such
+/// messages may be served by a replica; a message listed there whose handler may write
+/// does not compile. Fields of the grain value itself are per copy (each replica runs
+/// `on_activate` on the state it receives), so keep everything a read must see in
+/// [`Grain::State`].
+///
+/// ```
+/// # use granary_runtime::prelude::*;
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] pub struct Profile { name: String }
+/// # pub struct User;
+/// # #[async_trait] impl Grain for User {
+/// #     const TYPE_NAME: &'static str = "doc.user/v1"; type State = Profile;
+/// #     const REPLICATION: Replication = Replication::READ_REPLICAS;
+/// #     async fn on_activate(_: &mut GrainContext<Self>) -> Result<Self, GrainError> { Ok(User) }
+/// # }
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Name;
+///
+/// #[async_trait]
+/// impl ReadHandler<Name> for User {
+///     type Reply = String;
+///     async fn handle(&self, _: Name, ctx: &GrainContext<Self>) -> Result<String, GrainError> {
+///         Ok(ctx.state().name.clone())
+///     }
+/// }
+/// granary_runtime::register_grain!(User, handles = [], reads = [Name]);
+/// ```
+///
+/// A message whose handler may write cannot be listed as a read:
+///
+/// ```compile_fail
+/// # use granary_runtime::prelude::*;
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] pub struct Count { n: u64 }
+/// # pub struct Tally;
+/// # #[async_trait] impl Grain for Tally {
+/// #     const TYPE_NAME: &'static str = "doc.tally/v1"; type State = Count;
+/// #     async fn on_activate(_: &mut GrainContext<Self>) -> Result<Self, GrainError> { Ok(Tally) }
+/// # }
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Bump;
+/// #[async_trait]
+/// impl Handler<Bump> for Tally {
+///     type Reply = u64;
+///     async fn handle(&mut self, _: Bump, ctx: &mut GrainContext<Self>) -> Result<u64, GrainError> {
+///         ctx.state_mut().n += 1;
+///         Ok(ctx.state().n)
+///     }
+/// }
+/// granary_runtime::register_grain!(Tally, handles = [], reads = [Bump]); // does not compile
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` handles `{M}` with a `Handler`, which may change state",
+    label = "`{M}` is listed in `reads = [...]`",
+    note = "implement `ReadHandler<{M}>` for `{Self}` (`handle(&self, …, ctx: &GrainContext<Self>)`), or move `{M}` to `handles = [...]`"
+)]
+#[async_trait]
+pub trait ReadHandler<M: Message>: Grain + Sync {
+    /// What `ask` returns.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Answers `msg` from the grain and its state, changing neither.
+    async fn handle(&self, msg: M, ctx: &GrainContext<Self>) -> Result<Self::Reply, GrainError>;
+}
+
+#[async_trait]
+impl<G: ReadHandler<M>, M: Message> Handler<M> for G {
+    type Reply = <G as ReadHandler<M>>::Reply;
+
+    async fn handle(
+        &mut self,
+        msg: M,
+        ctx: &mut GrainContext<Self>,
+    ) -> Result<Self::Reply, GrainError> {
+        ReadHandler::handle(&*self, msg, &*ctx).await
+    }
 }
 
 /// How many times a write or clear whose answer was lost (`Unavailable`) is sent again,
@@ -126,6 +213,22 @@ pub struct GrainContext<G: Grain> {
     lease: Arc<HostingLease>,
     /// This activation's timers (see [`crate::timer`]); boxed, allocated by the first.
     pub(crate) timers: Option<Box<crate::timer::Timers<G>>>,
+    /// The primary or a replica of a read-replicated grain: its version and role. Boxed
+    /// so every other activation pays one word for it.
+    copy: Option<Box<CopyState>>,
+}
+
+/// What a copy of a read-replicated grain adds to its context.
+struct CopyState {
+    /// The version of `GrainContext::state` (see [`crate::replication`]).
+    version: u64,
+    /// Where a primary publishes its durable states; `None` on a replica.
+    publish: Option<SnapshotSender>,
+    /// The state must be dropped, never written (a write-through failed: the state in
+    /// memory is not durable and must not be served).
+    discard: bool,
+    /// A replica has received its first snapshot.
+    received: bool,
 }
 
 impl<G: Grain> GrainContext<G> {
@@ -149,7 +252,19 @@ impl<G: Grain> GrainContext<G> {
             storage,
             router,
             timers: None,
+            copy: None,
         }
+    }
+
+    /// Makes this the context of a read-replicated copy: the primary publishes to
+    /// `publish`; a replica (`None`) takes its state from the host.
+    pub(crate) fn set_copy(&mut self, publish: Option<SnapshotSender>) {
+        self.copy = Some(Box::new(CopyState {
+            version: 0,
+            publish,
+            discard: false,
+            received: false,
+        }));
     }
 
     /// True when `G::State` carries no data, so storage is never touched.
@@ -187,6 +302,12 @@ impl<G: Grain> GrainContext<G> {
     /// Etag of the stored record (`None` when nothing is stored yet).
     pub fn etag(&self) -> Option<&str> {
         self.etag.as_deref()
+    }
+
+    /// The version of the state, for a [`Replication::ReadReplicas`] grain (the number
+    /// of writes of its record; see [`crate::replication`]); `None` for other grains.
+    pub fn version(&self) -> Option<u64> {
+        self.copy.as_ref().map(|c| c.version)
     }
 
     /// Writes the state now, guarded by the etag it was read with.
@@ -231,29 +352,56 @@ impl<G: Grain> GrainContext<G> {
         if self.conflicted {
             return Err(self.stale_error());
         }
+        match &self.copy {
+            Some(copy) if copy.publish.is_none() => {
+                return Err(StorageError::Failed(
+                    "a read replica cannot write state; only its primary writes".into(),
+                ))
+            }
+            Some(copy) if copy.discard => {
+                return Err(StorageError::Failed(
+                    "the state was dropped after a failed write; the grain is deactivating".into(),
+                ))
+            }
+            _ => {}
+        }
         self.check_lease()?;
         let data = codec::encode(&self.state).map_err(|e| StorageError::Failed(e.to_string()))?;
         let mut resends = 0;
         loop {
+            // A read-replicated grain's record carries the next version (recomputed
+            // after a reconcile: a lost write that landed took one).
+            let record =
+                (self.copy.as_ref()).map(|c| replication::versioned_record(c.version + 1, &data));
+            let bytes = record.as_deref().unwrap_or(&data);
             match self
                 .storage
-                .write(&self.id, &data, self.etag.as_deref())
+                .write(&self.id, bytes, self.etag.as_deref())
                 .await
             {
                 Ok(etag) => {
                     self.etag = Some(etag);
                     self.dirty = false;
                     self.unknown = None;
-                    return self.check_acknowledged_in_time();
+                    let acknowledged = self.check_acknowledged_in_time();
+                    if let Some(copy) = &mut self.copy {
+                        copy.version += 1;
+                        if acknowledged.is_ok() {
+                            copy.publish(data);
+                        }
+                    }
+                    return acknowledged;
                 }
                 // A conflict after an attempt of unknown outcome: was it our own write?
                 // (`reconcile` consumes that attempt, so this arm cannot loop.)
                 Err(err) if err.is_conflict() && self.reconcile().await => {}
                 Err(err) if self.may_resend(&err, &mut resends).await => {
-                    self.unknown = Some(Unknown::Write(data.clone()));
+                    // What the store holds if it landed (a versioned record for a copy).
+                    let attempt = record.unwrap_or_else(|| data.clone());
+                    self.unknown = Some(Unknown::Write(attempt));
                 }
                 Err(err) => {
-                    self.failed(&err, Unknown::Write(data));
+                    self.failed(&err, Unknown::Write(record.unwrap_or(data)));
                     return Err(err);
                 }
             }
@@ -262,6 +410,9 @@ impl<G: Grain> GrainContext<G> {
 
     /// Deletes the stored record and resets the state to its default. The hosting lease
     /// is checked as for [`write_state`](Self::write_state).
+    ///
+    /// On a [`Replication::ReadReplicas`] grain the record is not deleted: the default
+    /// state is written under the next version, so versions never go back.
     pub async fn clear_state(&mut self) -> Result<(), StorageError> {
         let result = self.clear_stored().await;
         self.note_outcome(&result);
@@ -269,6 +420,11 @@ impl<G: Grain> GrainContext<G> {
     }
 
     async fn clear_stored(&mut self) -> Result<(), StorageError> {
+        if self.copy.is_some() && !Self::stateless() {
+            self.state = G::State::default();
+            self.dirty = true;
+            return self.store_state().await;
+        }
         if !Self::stateless() {
             if self.conflicted {
                 return Err(self.stale_error());
@@ -343,6 +499,15 @@ impl<G: Grain> GrainContext<G> {
         }
         let landed = match (self.unknown.take(), self.storage.read(&self.id).await) {
             (Some(Unknown::Write(data)), Ok(Some(stored))) if stored.data == data => {
+                // A read-replicated grain's version counts that write, and its replicas
+                // may serve it (it is durable) unless the state was dropped.
+                if let Some(copy) = &mut self.copy {
+                    let (version, state) = replication::split_record(&stored.data);
+                    copy.version = version;
+                    if !copy.discard {
+                        copy.publish(state.to_vec());
+                    }
+                }
                 Some(Some(stored.etag))
             }
             (Some(Unknown::Clear), Ok(None)) => Some(None),
@@ -383,6 +548,10 @@ impl<G: Grain> GrainContext<G> {
         };
         let landed = match (self.storage.read(&self.id).await, attempt) {
             (Ok(Some(stored)), Unknown::Write(data)) if stored.data == data => {
+                // A read-replicated grain's version counts that write.
+                if let Some(copy) = &mut self.copy {
+                    copy.version = replication::split_record(&stored.data).0;
+                }
                 Some(Some(stored.etag))
             }
             (Ok(None), Unknown::Clear) => Some(None),
@@ -442,18 +611,87 @@ impl<G: Grain> GrainContext<G> {
         }
     }
 
-    /// Loads the stored state (called by the activation before `on_activate`).
+    /// Loads the stored state (called by the activation before `on_activate`). A
+    /// primary publishes what it read as its first snapshot.
     pub(crate) async fn load_state(&mut self) -> Result<(), StorageError> {
         if Self::stateless() {
             return Ok(());
         }
-        if let Some(stored) = self.storage.read(&self.id).await? {
-            self.state =
-                codec::decode(&stored.data).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            self.etag = Some(stored.etag);
+        let stored = self.storage.read(&self.id).await?;
+        match &mut self.copy {
+            None => {
+                if let Some(stored) = stored {
+                    self.state = codec::decode(&stored.data)
+                        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    self.etag = Some(stored.etag);
+                }
+            }
+            Some(copy) => {
+                let (version, data) = match &stored {
+                    Some(stored) => {
+                        let (version, data) = replication::split_record(&stored.data);
+                        self.state = codec::decode(data)
+                            .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                        (version, data.to_vec())
+                    }
+                    None => (
+                        0,
+                        codec::encode(&self.state)
+                            .map_err(|e| StorageError::Failed(e.to_string()))?,
+                    ),
+                };
+                self.etag = stored.map(|s| s.etag);
+                copy.version = version;
+                copy.publish(data);
+            }
         }
         self.dirty = false;
         Ok(())
+    }
+
+    /// A replica takes `snapshot` as its state if it is newer than what it holds.
+    pub(crate) fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let Some(copy) = &mut self.copy else {
+            return Ok(());
+        };
+        if copy.received && copy.version >= snapshot.version {
+            return Ok(());
+        }
+        if !Self::stateless() {
+            self.state =
+                codec::decode(&snapshot.state).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        }
+        copy.version = snapshot.version;
+        copy.received = true;
+        Ok(())
+    }
+
+    /// The primary of a read-replicated grain after a turn: state the handler changed
+    /// but did not write is written now, before the reply; if that fails the state in
+    /// memory is not durable, so it is dropped (the grain deactivates without writing)
+    /// and the write's error is returned.
+    pub(crate) async fn write_through(&mut self) -> Result<(), StorageError> {
+        if !self.is_primary() || !self.dirty || self.conflicted || Self::stateless() {
+            return Ok(());
+        }
+        let result = self.write_state().await;
+        if result.is_err() {
+            if let Some(copy) = &mut self.copy {
+                copy.discard = true;
+            }
+            self.deactivate = true;
+        }
+        result
+    }
+
+    /// True for a read-replicated copy (primary or replica): replies carry a version.
+    pub(crate) fn is_copy(&self) -> bool {
+        self.copy.is_some()
+    }
+
+    /// True for the primary of a read-replicated grain.
+    pub(crate) fn is_primary(&self) -> bool {
+        self.copy.as_ref().is_some_and(|c| c.publish.is_some())
     }
 
     pub(crate) fn take_deactivate_request(&mut self) -> bool {
@@ -462,7 +700,23 @@ impl<G: Grain> GrainContext<G> {
 
     /// Whether deactivation should write the state.
     pub(crate) fn needs_final_write(&self) -> bool {
-        self.dirty && !self.conflicted && !self.unsaved && !Self::stateless()
+        let copy_ok = match &self.copy {
+            None => true,
+            Some(copy) => copy.publish.is_some() && !copy.discard,
+        };
+        self.dirty && !self.conflicted && !self.unsaved && !Self::stateless() && copy_ok
+    }
+}
+
+impl CopyState {
+    /// Publishes the durable state `data` at this copy's version (primaries only).
+    fn publish(&self, data: Vec<u8>) {
+        if let Some(publish) = &self.publish {
+            publish.send_replace(Some(Snapshot {
+                version: self.version,
+                state: Arc::new(data),
+            }));
+        }
     }
 }
 

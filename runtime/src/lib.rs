@@ -17,8 +17,10 @@
 //! - [`lease`]: [`HostingLease`], whether this silo may run turns and write state now.
 //! - [`envelope`]: how a message travels to a mailbox (boxed locally, encoded remotely).
 //! - [`router`]: the [`Router`] trait a host implements to deliver envelopes.
-//! - [`grain`]: the [`Grain`] and [`Handler`] traits users implement, and the
-//!   [`GrainContext`] they get (identity, state).
+//! - [`replication`]: the [`Replication`] policy a grain type declares (single
+//!   activation, stateless workers, read replicas) and its [`Scaling`].
+//! - [`grain`]: the [`Grain`], [`Handler`] and [`ReadHandler`] traits users implement,
+//!   and the [`GrainContext`] they get (identity, state).
 //! - [`streaming`]: [`StreamHandler`], a handler answering with a stream of items into
 //!   [`Replies`].
 //! - [`activation`]: the turn loop that owns one grain instance, and its handler table
@@ -76,25 +78,28 @@ pub mod lease;
 pub mod reference;
 pub mod registry;
 pub mod reminder;
+pub mod replication;
 pub mod router;
 pub mod storage;
 pub mod streaming;
 pub mod timer;
 pub mod trace;
 
-pub use grain::{Grain, GrainContext, GrainError, Handler, Message};
+pub use grain::{Grain, GrainContext, GrainError, Handler, Message, ReadHandler};
 pub use granary_proto::{CallError, GrainId};
 pub use lease::HostingLease;
 pub use reference::{Ask, AskFuture, AskStream, GrainRef, Tell, TellFuture, DEFAULT_CALL_TIMEOUT};
 pub use registry::RegisteredMessage;
+pub use replication::{Replication, Scaling};
 pub use router::Router;
 pub use storage::{Etag, GrainStorage, StorageError, StoredState};
 pub use streaming::{Replies, SendError, StreamHandler};
 
 /// One import for grain authors: `use granary_runtime::prelude::*;`.
 pub mod prelude {
-    pub use crate::grain::{Grain, GrainContext, GrainError, Handler};
+    pub use crate::grain::{Grain, GrainContext, GrainError, Handler, ReadHandler};
     pub use crate::reference::GrainRef;
+    pub use crate::replication::{Replication, Scaling};
     pub use crate::storage::StorageError;
     pub use crate::streaming::{Replies, StreamHandler};
     pub use async_trait::async_trait;
@@ -108,5 +113,6 @@ pub mod __private {
     pub use crate::activation::{spawn_activation, ActivationArgs};
     pub use crate::envelope::MessageVTable;
     pub use crate::registry::GrainTypeEntry;
+    pub use crate::replication::check_policy;
     pub use inventory;
 }

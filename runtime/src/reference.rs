@@ -101,6 +101,7 @@ impl<G: Grain> GrainRef<G> {
             reply,
             hops: 0,
             trace: crate::trace::current(),
+            copy: Default::default(),
         })
     }
 }

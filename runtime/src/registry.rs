@@ -14,7 +14,8 @@ use granary_proto::{codec, CallError, CodecError};
 
 use crate::activation::ActivationArgs;
 use crate::envelope::{LocalReply, LocalValue, MessageVTable};
-use crate::grain::{Grain, Handler, Message};
+use crate::grain::{Grain, Handler, Message, ReadHandler};
+use crate::replication::Replication;
 use crate::streaming::StreamHandler;
 
 /// [`MessageVTable`]s are built here, where grain types are known; the envelope that
@@ -29,6 +30,7 @@ impl MessageVTable {
             message_type_id: TypeId::of::<M>,
             encode: encode_message::<M>,
             decode_reply: decode_reply::<G, M>,
+            read: false,
         }
     }
 
@@ -41,7 +43,15 @@ impl MessageVTable {
             message_type_id: TypeId::of::<M>,
             encode: encode_message::<M>,
             decode_reply: decode_item::<G, M>,
+            read: false,
         }
+    }
+
+    /// The vtable of the read-only message `M` (listed in `reads = [...]`).
+    pub const fn new_read<G: ReadHandler<M>, M: Message>(message: &'static str) -> Self {
+        let mut vtable = Self::new::<G, M>(message);
+        vtable.read = true;
+        vtable
     }
 }
 
@@ -68,6 +78,8 @@ pub struct GrainTypeEntry {
     pub rust_name: &'static str,
     /// `G::IDLE_TIMEOUT`.
     pub idle_timeout: Option<Duration>,
+    /// `G::REPLICATION`.
+    pub replication: Replication,
     /// The messages `G` handles.
     pub messages: &'static [MessageVTable],
     /// Starts an activation task for one grain of this type.
@@ -79,6 +91,7 @@ impl fmt::Debug for GrainTypeEntry {
         f.debug_struct("GrainTypeEntry")
             .field("type_name", &self.type_name)
             .field("rust_name", &self.rust_name)
+            .field("replication", &self.replication)
             .field(
                 "messages",
                 &self.messages.iter().map(|m| m.message).collect::<Vec<_>>(),
@@ -204,12 +217,19 @@ pub trait RegisteredMessage<M>: Grain {}
 /// granary_runtime::register_grain!(Counter, handles = [Add, Get]);
 /// // pin a message's wire name independently of the Rust name:
 /// granary_runtime::register_grain!(Cart, handles = [AddItem as "add-item", Checkout]);
+/// // messages handled by a `ReadHandler` (they only read; replicas may serve them):
+/// granary_runtime::register_grain!(Profile, handles = [Rename], reads = [Name, Avatar]);
 /// // messages answered with a stream (`StreamHandler`, called with `ask_stream`):
 /// granary_runtime::register_grain!(Report, handles = [Reset], streams = [Rows]);
 /// ```
 ///
 /// A message's wire name is the name written here (`"Add"`), scoped to the grain type;
 /// renaming the Rust type changes it, unless pinned with `as "name"`.
+///
+/// `reads = [...]` lists messages whose handler is a [`ReadHandler`](crate::ReadHandler)
+/// (`&self`, a shared context): on a [`Replication::ReadReplicas`] grain a replica may
+/// serve them. Listing a message there whose handler may write does not compile, nor
+/// does a [`Replication::StatelessWorker`] grain with state.
 ///
 /// The macro also implements [`RegisteredMessage`] for each listed message, so a call
 /// with an unlisted message does not compile, nor does a message listed twice. A
@@ -220,14 +240,22 @@ macro_rules! register_grain {
     (
         $grain:ty,
         handles = [$($msg:ty $(as $name:literal)?),* $(,)?]
+        $(, reads = [$($read:ty $(as $read_name:literal)?),* $(,)?])?
         $(, streams = [$($smsg:ty $(as $sname:literal)?),* $(,)?])?
         $(,)?
     ) => {
         const _: () = {
+            const _: () = $crate::__private::check_policy(
+                <$grain as $crate::Grain>::REPLICATION,
+                ::core::mem::size_of::<<$grain as $crate::Grain>::State>(),
+            );
             const HANDLERS: &[$crate::__private::HandlerEntry<$grain>] = &[
                 $($crate::__private::HandlerEntry::new::<$msg>(
                     $crate::register_grain!(@name $msg $(, $name)?)
                 ),)*
+                $($($crate::__private::HandlerEntry::new_read::<$read>(
+                    $crate::register_grain!(@name $read $(, $read_name)?)
+                ),)*)?
                 $($($crate::__private::HandlerEntry::stream::<$smsg>(
                     $crate::register_grain!(@name $smsg $(, $sname)?)
                 ),)*)?
@@ -240,10 +268,14 @@ macro_rules! register_grain {
                     type_name: <$grain as $crate::Grain>::TYPE_NAME,
                     rust_name: stringify!($grain),
                     idle_timeout: <$grain as $crate::Grain>::IDLE_TIMEOUT,
+                    replication: <$grain as $crate::Grain>::REPLICATION,
                     messages: &[
                         $($crate::__private::MessageVTable::new::<$grain, $msg>(
                             $crate::register_grain!(@name $msg $(, $name)?)
                         ),)*
+                        $($($crate::__private::MessageVTable::new_read::<$grain, $read>(
+                            $crate::register_grain!(@name $read $(, $read_name)?)
+                        ),)*)?
                         $($($crate::__private::MessageVTable::stream::<$grain, $smsg>(
                             $crate::register_grain!(@name $smsg $(, $sname)?)
                         ),)*)?
@@ -252,6 +284,7 @@ macro_rules! register_grain {
                 }
             }
             $(impl $crate::registry::RegisteredMessage<$msg> for $grain {})*
+            $($(impl $crate::registry::RegisteredMessage<$read> for $grain {})*)?
             $($(impl $crate::registry::RegisteredMessage<$smsg> for $grain {})*)?
         };
     };

@@ -6,7 +6,7 @@
 use std::fmt::Debug;
 
 use async_trait::async_trait;
-use granary_proto::CallError;
+use granary_proto::{CallError, GrainId};
 use tokio::time::Instant;
 
 use crate::envelope::Envelope;
@@ -33,4 +33,10 @@ pub trait Router: Send + Sync + Debug + 'static {
     fn try_deliver(&self, envelope: Envelope) -> Result<Option<Envelope>, CallError> {
         Ok(Some(envelope))
     }
+
+    /// A copy of the read-replicated grain `grain` on this router's silo served a call
+    /// at state version `version`, which its caller (reaching it through this router)
+    /// has now seen. A router that routes over copy sets remembers the newest version
+    /// per grain so later reads are never served older state. The default ignores it.
+    fn observed(&self, _grain: &GrainId, _version: u64) {}
 }

@@ -3,9 +3,12 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use granary_proto::CallError;
+use granary_proto::frame::SiloAddr;
+use granary_proto::replication::{CopySet, HostedActivation, ReplicaResponse, SetVersion};
+use granary_proto::{CallError, GrainId};
 use granary_runtime::envelope::Envelope;
 use granary_runtime::Router;
 use tokio::time::Instant;
@@ -59,6 +62,51 @@ impl Catalog {
                     .map(move |key| granary_proto::GrainId::new(type_name, key))
             })
             .collect()
+    }
+
+    /// Every activation on this silo with its role (single, primary, replica, worker):
+    /// what a master rebuilding its copy sets needs from a slave.
+    pub(crate) fn hosted_with_roles(&self) -> Vec<HostedActivation> {
+        self.dispatchers().iter().flat_map(|d| d.hosted()).collect()
+    }
+
+    /// Applies the master's copy set for `grain` (ignored for a type that is not
+    /// replicated here).
+    pub(crate) fn apply_copy_set(&self, grain: &GrainId, set: CopySet) {
+        if let Some(d) = self.dispatchers.get(grain.type_name.as_ref()) {
+            if let Some(copies) = d.copies() {
+                copies.apply_set(d, grain, set);
+            }
+        }
+    }
+
+    /// Answers a replica's sync for `grain`, if its primary is here.
+    pub(crate) async fn sync_replica(
+        &self,
+        grain: &GrainId,
+        from: (SiloAddr, Option<u64>, u64),
+        wait: Duration,
+        lease: Duration,
+    ) -> ReplicaResponse {
+        match self
+            .dispatchers
+            .get(grain.type_name.as_ref())
+            .and_then(|d| d.copies())
+        {
+            Some(copies) => copies.sync(&grain.key, from, wait, lease).await,
+            None => ReplicaResponse::NotPrimary,
+        }
+    }
+
+    /// For a replicated grain: `Some`, with this silo's copy set of it when newer than
+    /// `seen`; `None` for a grain whose type is not replicated here.
+    pub(crate) fn copy_answer(
+        &self,
+        grain: &GrainId,
+        seen: Option<SetVersion>,
+    ) -> Option<Option<CopySet>> {
+        let copies = self.dispatchers.get(grain.type_name.as_ref())?.copies()?;
+        Some(copies.newer_set(&grain.key, seen))
     }
 
     /// `(activations, queued messages)` over all grain types.

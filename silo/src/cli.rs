@@ -20,6 +20,9 @@ use tokio::time::Instant;
 
 use std::sync::Arc;
 
+mod scaling;
+pub use scaling::{parse_scaling_flag, ScalingFlag, Switch};
+
 use crate::cluster::{ClusterConfig, ClusterSilo, SiloStore};
 use crate::membership::{ElectionMode, MembershipConfig, SiloRole};
 use crate::storage::{EmbeddedStorage, StorageSpec};
@@ -101,6 +104,18 @@ pub struct SiloArgs {
     /// the master, the dashboard at `/`. Off unless given.
     #[arg(long, env = "GRANARY_HTTP")]
     pub http: Option<String>,
+
+    /// Copy hot grains whose type declares it (stateless workers, read replicas): `on`,
+    /// or `off` to run every grain type as a single activation.
+    #[arg(long, value_enum, env = "GRANARY_REPLICATION", default_value = "on")]
+    pub replication: Switch,
+
+    /// Scaling of one replicated grain type, over what it declares: TYPE:KEY=VALUE,…
+    /// with keys max-copies, max-local, busy (%), queue, rate (msg/s; 0 off), window,
+    /// cool-down (e.g. `my.grain/v1:max-copies=3,cool-down=10s`). Repeat per type (in
+    /// the environment, separate them with `;`). Give every silo the same.
+    #[arg(long = "scaling", env = "GRANARY_SCALING", value_delimiter = ';', value_parser = parse_scaling_flag)]
+    pub scaling: Vec<ScalingFlag>,
 
     /// Log format: `text` for people (colours only on a terminal; NO_COLOR turns them
     /// off), `json` (one object per line) for log shippers. Filter with RUST_LOG.
@@ -326,7 +341,11 @@ pub async fn run(args: SiloArgs, shutdown: impl Future<Output = ()>) -> Result<(
         cluster.advertise_udp = Some(resolve("--advertise-udp", addr).await?);
     }
     let store = open_store(role, args.storage.as_ref()).await?;
-    let config = SiloConfig::default().with_idle_timeout(args.idle_timeout);
+    let config = scaling::configure(
+        SiloConfig::default().with_idle_timeout(args.idle_timeout),
+        args.replication,
+        &args.scaling,
+    )?;
     let silo = ClusterSilo::start_on(config, cluster, store).await?;
     tokio::select! {
         () = shutdown => tracing::info!("shutdown signal received"),

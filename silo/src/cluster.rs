@@ -7,6 +7,8 @@
 //! ├── ClusterRouter (granary-client): directory cache, calls to other silos (Peers)
 //! │   └── SiloLocal ── Catalog ── Dispatcher per type ── activation tasks
 //! ├── load reporter: catalog load → heartbeat LoadReport
+//! ├── hot-grain reporter (slave): replicated grains' load → the master's Controller
+//! ├── replication controller (master): copy sets grown and shrunk by load
 //! ├── membership watcher: departed silos → directory/caches/connections; fencing
 //! ├── membership_events (per subscriber): snapshots diffed into MembershipEvents
 //! └── reminder keeper (master candidates, while acting): wakes the reminder shards
@@ -50,7 +52,7 @@ use crate::catalog::Catalog;
 use crate::config::SiloConfig;
 use crate::directory::Directory;
 use crate::dispatcher::DispatcherStats;
-use crate::gateway::{Gateway, MasterParts};
+use crate::gateway::{Gateway, MasterParts, ReplicationParts};
 use crate::membership::{
     ElectionMode, ElectionStore, Membership, MembershipConfig, MembershipIo, MembershipSnapshot,
     MemoryElectionStore, SiloRole,
@@ -60,6 +62,10 @@ use crate::observe::metrics::{CallStats, MetricSources, SiloMetrics};
 use crate::observe::status::StatusSource;
 use crate::observe::EventLog;
 use crate::reminders::keep_reminders;
+use crate::replication::controller::{run_controller, Controller};
+use crate::replication::copies::CopyEnv;
+use crate::replication::reporter::report_hot_grains;
+use crate::replication::HostedActivation;
 use crate::silo::{build_catalog, StartError};
 use crate::storage::instrumented::InstrumentedStorage;
 use crate::storage::{EmbeddedStorage, RemoteStorage, ReplicatedStore};
@@ -184,6 +190,9 @@ pub struct ClusterSilo {
     http_addr: Option<SocketAddr>,
     /// A master with no other candidates: its graceful leave shuts the cluster down.
     lone_master: bool,
+    /// A master candidate's replication decisions (they act while it is the acting
+    /// master; `None` on a slave).
+    replication: Option<Arc<Controller>>,
 }
 
 fn advertised(bound: SocketAddr, configured: Option<SocketAddr>) -> SocketAddr {
@@ -364,6 +373,31 @@ impl ClusterSilo {
             Some(local.clone()),
         ));
         let _ = catalog.shared.router.set(router.clone() as Arc<dyn Router>);
+        // A replica must stop serving before its primary's silo can be declared dead
+        // (and the primary re-activated elsewhere): at most half of that time.
+        let lease = config.replication.lease.min(
+            cluster.membership.heartbeat_interval.saturating_mul(
+                cluster
+                    .membership
+                    .missed_heartbeats
+                    .saturating_sub(1)
+                    .max(1),
+            ) / 2,
+        );
+        let _ = catalog.shared.copies.set(CopyEnv {
+            me: silo_addr(&me),
+            peers: peers.clone(),
+            lease,
+        });
+        let controller = directory.as_ref().map(|directory| {
+            Arc::new(Controller::new(
+                &catalog,
+                directory.clone(),
+                membership.subscribe(),
+                peers.clone(),
+                (me.generation, cluster.membership.heartbeat_interval),
+            ))
+        });
         if role == SiloRole::Slave {
             let _ = catalog
                 .shared
@@ -390,6 +424,7 @@ impl ClusterSilo {
                 storage: storage_stats,
                 membership: membership.subscribe(),
                 directory: directory.clone(),
+                replication: controller.clone(),
             }));
             tasks.spawn(metrics.count_membership(membership.subscribe(), stop.clone()));
             let state = Arc::new(HttpState {
@@ -403,7 +438,7 @@ impl ClusterSilo {
         }
         let gateway = Arc::new(Gateway::new(
             router.clone(),
-            resolver,
+            resolver.clone(),
             MasterParts {
                 directory: directory.clone(),
                 store: (role == SiloRole::Master).then(|| storage.clone()),
@@ -412,6 +447,11 @@ impl ClusterSilo {
             membership.subscribe(),
             status.clone(),
             calls,
+            ReplicationParts {
+                catalog: catalog.clone(),
+                controller: controller.clone(),
+                lease,
+            },
         ));
         tasks.spawn(serve(
             listener,
@@ -428,7 +468,7 @@ impl ClusterSilo {
         tasks.spawn(watch_membership(
             membership.subscribe(),
             role,
-            directory.clone(),
+            (directory.clone(), controller.clone()),
             router.clone(),
             local,
             events.clone(),
@@ -454,6 +494,25 @@ impl ClusterSilo {
                 Box::new(move || leadership.borrow().is_acting()),
                 stop.clone(),
             ));
+        }
+        match &controller {
+            Some(controller) => {
+                tasks.spawn(run_controller(
+                    controller.clone(),
+                    cluster.membership.heartbeat_interval,
+                    stop.clone(),
+                ));
+            }
+            None => {
+                tasks.spawn(report_hot_grains(
+                    catalog.clone(),
+                    resolver.clone(),
+                    peers.clone(),
+                    silo_addr(&me),
+                    cluster.membership.heartbeat_interval,
+                    stop.clone(),
+                ));
+            }
         }
         if let Some(directory) = &directory {
             tasks.spawn(sweep_directory(directory.clone(), stop.clone()));
@@ -505,7 +564,33 @@ impl ClusterSilo {
             status,
             http_addr,
             lone_master: role == SiloRole::Master && cluster.membership.peers.is_empty(),
+            replication: controller,
         })
+    }
+
+    /// Every activation on this silo with its role (single, primary, replica, stateless
+    /// worker): what a master needs to rebuild its copy sets. (The directory report a
+    /// slave sends a new master lists the grains it owns: single activations, primaries,
+    /// and the workers of grains whose home it is.)
+    pub fn hosted(&self) -> Vec<HostedActivation> {
+        self.catalog.hosted_with_roles()
+    }
+
+    /// On the acting master, after an election: rebuilds the copy sets of replicated grains
+    /// from the slaves' [`ClusterSilo::hosted`] reports (the directory first), and tells
+    /// the silos. Does nothing on a slave.
+    pub fn rebuild_copy_sets(&self, reports: &[(SiloAddr, Vec<HostedActivation>)]) {
+        if let Some(controller) = &self.replication {
+            controller.rebuild(reports);
+        }
+    }
+
+    /// On the master: the silos hosting `grain` (its home first, then its copies).
+    /// Empty on a slave, or for a grain active nowhere.
+    pub fn copies_of(&self, grain: &GrainId) -> Vec<SiloAddr> {
+        self.replication
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.silos_of(grain))
     }
 
     /// Where this silo serves HTTP (`/metrics`, `/health`, `/ready`, the dashboard).

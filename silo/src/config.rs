@@ -3,6 +3,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use granary_runtime::Scaling;
+
+use crate::replication::ReplicationConfig;
+
 /// Default idle time before a grain is deactivated: 15 minutes, as in Orleans.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Default mailbox capacity of one activation.
@@ -17,6 +21,8 @@ pub struct SiloConfig {
     pub idle_timeouts: HashMap<String, Duration>,
     /// Capacity of each activation's mailbox; a full mailbox applies backpressure.
     pub mailbox_capacity: usize,
+    /// Hot-grain replication: on or off, per-type scaling, the replicas' read lease.
+    pub replication: ReplicationConfig,
 }
 
 impl Default for SiloConfig {
@@ -25,6 +31,7 @@ impl Default for SiloConfig {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             idle_timeouts: HashMap::new(),
             mailbox_capacity: DEFAULT_MAILBOX_CAPACITY,
+            replication: ReplicationConfig::default(),
         }
     }
 }
@@ -43,6 +50,28 @@ impl SiloConfig {
         timeout: Duration,
     ) -> Self {
         self.idle_timeouts.insert(type_name.into(), timeout);
+        self
+    }
+
+    /// Turns hot-grain replication on (the default) or off. Off, every grain type runs
+    /// as a single activation, whatever its `REPLICATION` says.
+    pub fn with_replication(mut self, enabled: bool) -> Self {
+        self.replication.enabled = enabled;
+        self
+    }
+
+    /// Replaces the [`Scaling`] a replicated grain type declares (thresholds, maximum
+    /// copies, window, cool-down) on this silo. It does not make a single-activation
+    /// type replicated.
+    pub fn with_type_scaling(mut self, type_name: impl Into<String>, scaling: Scaling) -> Self {
+        self.replication.scaling.insert(type_name.into(), scaling);
+        self
+    }
+
+    /// Sets the longest read lease primaries here grant their replicas (see
+    /// [`ReplicationConfig::lease`]).
+    pub fn with_replica_lease(mut self, lease: Duration) -> Self {
+        self.replication.lease = lease;
         self
     }
 

@@ -24,6 +24,8 @@
 //! nobody claimed is not placed ([`Resolution::Wait`]): a slave that has not reported yet
 //! may still host it, and every such slave has stopped running grains by the end of the
 //! window (its hosting lease from the old master ran out).
+//!
+//! Grains that run hot may have copies beyond their home; [`copies`] records them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +36,8 @@ use tokio::time::Instant;
 
 use granary_proto::frame::SiloAddr;
 use granary_proto::{CallError, GrainId};
+
+pub mod copies;
 
 /// How long a placement may stay unconfirmed before [`Directory::sweep`] drops it: far
 /// longer than any call waits between resolving and reaching the owner.

@@ -4,6 +4,11 @@
 //! get-or-create under one short `std::sync::Mutex` (never held across `.await`), so
 //! concurrent first calls to a key create exactly one activation. The table is also
 //! where per-grain load is read: message rate, queue depth, last-active time.
+//!
+//! A grain type that declares a replication policy (and runs on a silo with
+//! replication on) keeps its activations in a `CopyTable` (`replication::copies`)
+//! instead, which may hold several copies of one key; every method below hands such a
+//! type over to it first.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,15 +21,18 @@ use granary_proto::{CallError, GrainId};
 use granary_runtime::activation::{
     ActivationHost, ActivationStats, Leftovers, Mailbox, MailboxSender,
 };
-use granary_runtime::envelope::Envelope;
+use granary_runtime::envelope::{Body, Envelope};
 use granary_runtime::registry::GrainTypeEntry;
-use granary_runtime::{GrainStorage, HostingLease, Router};
+use granary_runtime::replication::CopyLink;
+use granary_runtime::{GrainStorage, HostingLease, Replication, Router};
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::observe::TypeStats;
+use crate::replication::copies::{CopyEnv, CopyTable};
+use crate::replication::{CopyRole, HostedActivation};
 
 /// What every dispatcher of a silo shares: storage, the router given to grains, the
 /// stop signal and the tracker that owns every activation task.
@@ -48,21 +56,32 @@ pub(crate) struct HostShared {
     /// The silo's right to run turns and write state (a slave's lease from the acting
     /// master; forever on a stand-alone silo).
     pub(crate) lease: Arc<HostingLease>,
+    /// Clustered silos: what copies of replicated grains need (this silo's address,
+    /// connections, the read lease).
+    pub(crate) copies: OnceLock<CopyEnv>,
 }
 
 /// Removes a grain's directory entry (set by the cluster layer).
 pub(crate) type ReleaseHook = Arc<dyn Fn(GrainId) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// One live activation in the table.
-struct Slot {
+#[derive(Debug)]
+pub(crate) struct Slot {
     /// Distinguishes this activation from earlier/later ones of the same key.
-    activation_id: u64,
+    pub(crate) activation_id: u64,
     /// Mailbox sender; dropping the slot does not stop the task (its `stop` does).
-    sender: MailboxSender,
+    pub(crate) sender: MailboxSender,
     /// Counters written by the activation task.
-    stats: Arc<ActivationStats>,
+    pub(crate) stats: Arc<ActivationStats>,
     /// Stops just this activation.
-    stop: CancellationToken,
+    pub(crate) stop: CancellationToken,
+}
+
+impl Slot {
+    /// Messages waiting in the mailbox.
+    pub(crate) fn queued(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
 }
 
 /// What one attempt at delivery did.
@@ -93,6 +112,8 @@ pub struct Dispatcher {
     me: Weak<Dispatcher>,
     /// What the type's activations did (fed by every turn).
     type_stats: Arc<TypeStats>,
+    /// The copies of a replicated type (`None`: single activation, the table above).
+    copies: Option<CopyTable>,
 }
 
 /// Load of one activation.
@@ -108,6 +129,9 @@ pub struct GrainStats {
     pub queue_depth: usize,
     /// Time since the last handled message.
     pub idle_for: Duration,
+    /// Copies of the grain in the cluster as this silo knows them: its activations
+    /// here plus one per other silo of its copy set (1 for a single activation).
+    pub copies: u32,
 }
 
 /// Load of one grain type on this silo.
@@ -129,6 +153,7 @@ impl Dispatcher {
         idle_timeout: Duration,
         mailbox_capacity: usize,
         shared: Arc<HostShared>,
+        replication: Replication,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             entry,
@@ -141,7 +166,30 @@ impl Dispatcher {
                 entry.type_name,
                 entry.messages.iter().map(|m| m.message),
             )),
+            copies: CopyTable::new(replication),
         })
+    }
+
+    /// The copies of a replicated type (`None` for a single-activation type).
+    pub(crate) fn copies(&self) -> Option<&CopyTable> {
+        self.copies.as_ref()
+    }
+
+    /// What the silo shares with every dispatcher.
+    pub(crate) fn shared(&self) -> &Arc<HostShared> {
+        &self.shared
+    }
+
+    /// True when `body` is a message this type lists in `reads = [...]`.
+    pub(crate) fn is_read(&self, body: &Body) -> bool {
+        match body {
+            Body::Local { vtable, .. } => vtable.read,
+            Body::Encoded { name, .. } => self
+                .entry
+                .messages
+                .iter()
+                .any(|m| m.read && m.message == name.as_str()),
+        }
     }
 
     /// The grain type's wire name.
@@ -167,6 +215,9 @@ impl Dispatcher {
         deadline: Instant,
         activate: bool,
     ) -> Result<Option<Envelope>, CallError> {
+        if let Some(copies) = &self.copies {
+            return copies.deliver(self, envelope, deadline, activate).await;
+        }
         let mut envelope = Box::new(envelope);
         loop {
             let sender = match self.deliver_now(envelope, activate) {
@@ -194,6 +245,10 @@ impl Dispatcher {
         envelope: Envelope,
         activate: bool,
     ) -> Result<Option<Envelope>, CallError> {
+        if self.copies.is_some() {
+            // A copy may have to wait (a replica catching up): the async path decides.
+            return Ok(Some(envelope));
+        }
         match self.deliver_now(Box::new(envelope), activate) {
             Now::Delivered => Ok(None),
             Now::NotActive(back) | Now::Full(back, _) => Ok(Some(*back)),
@@ -237,6 +292,17 @@ impl Dispatcher {
 
     /// Creates an activation (the caller inserts it in the table).
     fn activate(self: &Arc<Self>, id: GrainId) -> Slot {
+        self.spawn_activation(id, None, self.idle_timeout)
+    }
+
+    /// Starts an activation of `id` as `copy`, idle for at most `idle_timeout` (the
+    /// caller records it).
+    pub(crate) fn spawn_activation(
+        self: &Arc<Self>,
+        id: GrainId,
+        copy: Option<CopyLink>,
+        idle_timeout: Duration,
+    ) -> Slot {
         let (sender, mailbox) = mpsc::channel(self.mailbox_capacity);
         let activation_id = self.shared.next_activation.fetch_add(1, Ordering::Relaxed);
         let stats = Arc::new(ActivationStats::new());
@@ -249,11 +315,12 @@ impl Dispatcher {
             storage: self.shared.storage.clone(),
             router,
             host: self.clone(),
-            idle_timeout: self.idle_timeout,
+            idle_timeout,
             stop: stop.clone(),
             stats: stats.clone(),
             observer: self.type_stats.clone(),
             lease: self.shared.lease.clone(),
+            copy: copy.map(Box::new),
         });
         self.type_stats.activation_created();
         Slot {
@@ -264,7 +331,7 @@ impl Dispatcher {
         }
     }
 
-    fn router(&self) -> Arc<dyn Router> {
+    pub(crate) fn router(&self) -> Arc<dyn Router> {
         self.shared
             .router
             .get()
@@ -279,16 +346,40 @@ impl Dispatcher {
 
     /// Number of live activations.
     pub fn activation_count(&self) -> usize {
-        self.table().len()
+        match &self.copies {
+            Some(copies) => copies.activation_count(),
+            None => self.table().len(),
+        }
     }
 
-    /// True if `key` has a live activation here.
+    /// True if `key` has a live activation here (any copy).
     pub fn is_active(&self, key: &str) -> bool {
-        self.table().contains_key(key)
+        match &self.copies {
+            Some(copies) => copies.is_active(key),
+            None => self.table().contains_key(key),
+        }
     }
 
-    /// Asks the activation of `key`, if any, to deactivate (after its current turn).
+    /// The activations of this type here, with their roles.
+    pub fn hosted(&self) -> Vec<HostedActivation> {
+        match &self.copies {
+            Some(copies) => copies.hosted(self.entry.type_name),
+            None => self
+                .table()
+                .keys()
+                .map(|key| HostedActivation {
+                    grain: GrainId::new(self.entry.type_name, key.clone()),
+                    role: CopyRole::Single,
+                })
+                .collect(),
+        }
+    }
+
+    /// Asks the activation(s) of `key`, if any, to deactivate (after their turn).
     pub fn deactivate(&self, key: &str) -> bool {
+        if let Some(copies) = &self.copies {
+            return copies.deactivate(key);
+        }
         match self.table().get(key) {
             Some(slot) => {
                 slot.stop.cancel();
@@ -300,15 +391,21 @@ impl Dispatcher {
 
     /// Asks every activation of this type to deactivate.
     pub fn deactivate_all(&self) {
+        if let Some(copies) = &self.copies {
+            copies.deactivate_all();
+        }
         for slot in self.table().values() {
             slot.stop.cancel();
         }
     }
 
-    /// Drops the activation of `key`, if any, without `on_deactivate` and without
-    /// writing its state: the directory gave the grain to another silo. Messages still
+    /// Drops the activation(s) of `key`, if any, without `on_deactivate` and without
+    /// writing state: the directory gave the grain to another silo. Messages still
     /// queued for it go to that silo. Returns true if there was one.
     pub fn discard(&self, key: &str) -> bool {
+        if let Some(copies) = &self.copies {
+            return copies.discard(key);
+        }
         match self.table().get(key) {
             Some(slot) => {
                 slot.stats.discard();
@@ -321,31 +418,43 @@ impl Dispatcher {
 
     /// Drops every activation of this type as [`Dispatcher::discard`] does.
     pub fn discard_all(&self) {
+        if let Some(copies) = &self.copies {
+            copies.discard_all();
+        }
         for slot in self.table().values() {
             slot.stats.discard();
             slot.stop.cancel();
         }
     }
 
-    /// The keys of every live activation, for a directory report.
+    /// The keys of every grain this silo hosts as its directory owner, for a directory
+    /// report (a replicated type's replicas, and its workers on a silo that is not the
+    /// grain's home, are copies, not owners: they are not listed).
     pub fn keys(&self) -> Vec<String> {
+        if let Some(copies) = &self.copies {
+            return copies.owned_keys(self.shared.copies.get().map(|env| env.me));
+        }
         self.table().keys().map(|k| k.to_string()).collect()
     }
 
-    /// Current load figures.
+    /// Current load figures (the copies of one key here count as one grain).
     pub fn stats(&self) -> DispatcherStats {
         let now = Instant::now();
-        let table = self.table();
-        let grains: Vec<GrainStats> = table
-            .iter()
-            .map(|(key, slot)| GrainStats {
-                key: key.to_string(),
-                messages: slot.stats.messages(),
-                message_rate: slot.stats.message_rate(),
-                queue_depth: slot.sender.max_capacity() - slot.sender.capacity(),
-                idle_for: now.saturating_duration_since(slot.stats.last_active()),
-            })
-            .collect();
+        let grains: Vec<GrainStats> = match &self.copies {
+            Some(copies) => copies.stats(now),
+            None => self
+                .table()
+                .iter()
+                .map(|(key, slot)| GrainStats {
+                    key: key.to_string(),
+                    messages: slot.stats.messages(),
+                    message_rate: slot.stats.message_rate(),
+                    queue_depth: slot.queued(),
+                    idle_for: now.saturating_duration_since(slot.stats.last_active()),
+                    copies: 1,
+                })
+                .collect(),
+        };
         DispatcherStats {
             grain_type: self.entry.type_name,
             activations: grains.len(),
@@ -356,6 +465,9 @@ impl Dispatcher {
 
     /// `(activations, queued messages)`, cheaper than [`Dispatcher::stats`].
     pub fn load(&self) -> (usize, usize) {
+        if let Some(copies) = &self.copies {
+            return copies.load();
+        }
         let table = self.table();
         let queued = table
             .values()
@@ -371,6 +483,11 @@ impl ActivationHost for Dispatcher {
     }
 
     fn release(&self, id: &GrainId) -> BoxFuture<'static, ()> {
+        if let Some(copies) = &self.copies {
+            if !copies.release(&id.key) {
+                return Box::pin(async {});
+            }
+        }
         match self.shared.release.get() {
             Some(hook) => hook(id.clone()),
             None => Box::pin(async {}),
@@ -385,6 +502,11 @@ impl ActivationHost for Dispatcher {
         leftovers: Leftovers,
     ) {
         self.type_stats.activation_ended();
+        if let Some(copies) = &self.copies {
+            let queued = copies.retire(id, activation_id, mailbox);
+            self.hand_on(queued, leftovers);
+            return;
+        }
         let mut table = self.table();
         if table
             .get(&id.key)
@@ -400,14 +522,7 @@ impl ActivationHost for Dispatcher {
         if queued.is_empty() {
             return;
         }
-        let err = if self.shared.closing.load(Ordering::Acquire) {
-            Some(CallError::ShuttingDown)
-        } else if let Leftovers::Fail(err) = leftovers {
-            Some(err)
-        } else {
-            None
-        };
-        if let Some(err) = err {
+        if let Some(err) = self.leftover_error(leftovers) {
             drop(table);
             for envelope in queued {
                 envelope.fail(err.clone());
@@ -418,13 +533,7 @@ impl ActivationHost for Dispatcher {
             // Clustered: the entry is released, the grain may now live elsewhere. Re-route
             // the queue in order through the router.
             drop(table);
-            let router = self.router();
-            self.shared.tracker.spawn(async move {
-                for envelope in queued {
-                    let deadline = Instant::now() + granary_runtime::DEFAULT_CALL_TIMEOUT;
-                    let _ = router.deliver(*envelope, deadline).await;
-                }
-            });
+            self.reroute(queued.into_iter().map(|e| *e).collect());
             return;
         }
         // Hand the queue, in order, to the next activation before anyone else can reach it.
@@ -451,7 +560,43 @@ impl ActivationHost for Dispatcher {
 }
 
 impl Dispatcher {
-    fn self_arc(&self) -> Arc<Dispatcher> {
+    /// The error messages left in an ended activation's mailbox fail with: the silo is
+    /// shutting down, or the activation could not start; `None`: hand them on.
+    fn leftover_error(&self, leftovers: Leftovers) -> Option<CallError> {
+        if self.shared.closing.load(Ordering::Acquire) {
+            Some(CallError::ShuttingDown)
+        } else if let Leftovers::Fail(err) = leftovers {
+            Some(err)
+        } else {
+            None
+        }
+    }
+
+    /// Re-routes `queued`, in order, through the router (from a task of its own).
+    fn reroute(&self, queued: Vec<Envelope>) {
+        let router = self.router();
+        self.shared.tracker.spawn(async move {
+            for envelope in queued {
+                let deadline = Instant::now() + granary_runtime::DEFAULT_CALL_TIMEOUT;
+                let _ = router.deliver(envelope, deadline).await;
+            }
+        });
+    }
+
+    /// Messages left in a retired copy's mailbox: failed at shutdown or when the
+    /// activation could not start, else re-routed in order (another copy, or a new
+    /// activation, takes them).
+    fn hand_on(&self, queued: Vec<Envelope>, leftovers: Leftovers) {
+        if queued.is_empty() {
+            return;
+        }
+        match self.leftover_error(leftovers) {
+            Some(err) => queued.into_iter().for_each(|e| e.fail(err.clone())),
+            None => self.reroute(queued),
+        }
+    }
+
+    pub(crate) fn self_arc(&self) -> Arc<Dispatcher> {
         self.me
             .upgrade()
             .expect("dispatcher is alive while its activations run")

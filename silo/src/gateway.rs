@@ -7,6 +7,8 @@
 //! - storage requests: served by the acting master from its store (`NotLeader` elsewhere);
 //! - store replication: applied by a standby candidate;
 //! - status: this silo's report; the cluster's (assembled by the acting master);
+//! - hot-grain replication: copy sets from the acting master, replicas' syncs, load
+//!   reports (acting master);
 //! - ping.
 
 use std::net::SocketAddr;
@@ -21,15 +23,19 @@ use granary_proto::frame::{
     GrainCall, ReportOutcome, Request, Response, SiloAddr, WireStorageError,
 };
 use granary_proto::replica::ReplicaError;
+use granary_proto::replication::{ReplicaRequest, ReplicaResponse};
+use granary_proto::status::SiloState;
 use granary_proto::{CallError, GrainId};
 use granary_runtime::{GrainStorage, DEFAULT_CALL_TIMEOUT};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::catalog::Catalog;
 use crate::directory::Directory;
 use crate::membership::MembershipSnapshot;
 use crate::observe::metrics::CallStats;
 use crate::observe::status::StatusSource;
+use crate::replication::controller::Controller;
 use crate::resolver::{silo_addr, SiloResolver};
 use crate::storage::remote::to_wire;
 use crate::storage::ReplicatedStore;
@@ -59,6 +65,21 @@ pub(crate) struct Gateway {
     status: Arc<StatusSource>,
     /// Counts the grain calls served (the `granary_call*` metrics).
     calls: Arc<CallStats>,
+    /// Copy sets and replica syncs are applied here.
+    catalog: Arc<Catalog>,
+    /// The master's replication decisions (`None` on a slave).
+    controller: Option<Arc<Controller>>,
+    /// The read lease primaries here grant.
+    lease: std::time::Duration,
+}
+
+/// What a gateway serves besides grain calls: the catalog's copies, the master's
+/// replication controller, and the read lease it grants.
+#[derive(Debug)]
+pub(crate) struct ReplicationParts {
+    pub(crate) catalog: Arc<Catalog>,
+    pub(crate) controller: Option<Arc<Controller>>,
+    pub(crate) lease: std::time::Duration,
 }
 
 /// What a gateway serves beyond grain calls: the master candidate's parts.
@@ -80,6 +101,7 @@ impl Gateway {
         membership: watch::Receiver<Arc<MembershipSnapshot>>,
         status: Arc<StatusSource>,
         calls: Arc<CallStats>,
+        replication: ReplicationParts,
     ) -> Self {
         Self {
             router,
@@ -90,6 +112,47 @@ impl Gateway {
             membership,
             status,
             calls,
+            catalog: replication.catalog,
+            controller: replication.controller,
+            lease: replication.lease,
+        }
+    }
+
+    async fn replica(&self, request: ReplicaRequest) -> ReplicaResponse {
+        match request {
+            ReplicaRequest::Copies { grain, set } => {
+                let state = self.status.state();
+                if state != SiloState::Active && self.controller.is_none() {
+                    // Fenced, joining or leaving: this silo hosts no new copies.
+                    return ReplicaResponse::Failed(CallError::Unreachable(format!(
+                        "this silo is {}",
+                        state.as_str()
+                    )));
+                }
+                self.catalog.apply_copy_set(&grain, set);
+                ReplicaResponse::Applied
+            }
+            ReplicaRequest::Sync {
+                grain,
+                from,
+                activation,
+                have,
+                wait_ms,
+            } => {
+                let wait = std::time::Duration::from_millis(u64::from(wait_ms)).min(self.lease / 2);
+                self.catalog
+                    .sync_replica(&grain, (from, activation, have), wait, self.lease)
+                    .await
+            }
+            ReplicaRequest::Report { from, grains } => match &self.controller {
+                Some(controller) if self.resolver.acting_epoch().is_some() => {
+                    controller.report(from, grains);
+                    ReplicaResponse::Applied
+                }
+                _ => ReplicaResponse::Failed(CallError::Unreachable(
+                    "this silo is not the acting master".into(),
+                )),
+            },
         }
     }
 
@@ -178,6 +241,9 @@ impl RequestHandler for Gateway {
                 match (&self.directory, self.resolver.acting_epoch()) {
                     (Some(directory), Some(epoch)) => {
                         directory.unregister(&grain, silo);
+                        if let Some(controller) = &self.controller {
+                            controller.released(&grain, silo);
+                        }
                         Response::Directory {
                             epoch,
                             result: Ok(None),
@@ -232,6 +298,7 @@ impl RequestHandler for Gateway {
                     Err(e) => Err(e),
                 })
             }
+            Request::Replica(request) => Response::Replica(self.replica(request).await),
             Request::Ping => Response::Pong,
             Request::SiloStatus => Response::SiloStatus(Box::new(self.status.silo_status())),
             Request::ClusterStatus => Response::ClusterStatus(

@@ -12,7 +12,10 @@
 //!   the master's store seen from a slave.
 //! - [`cluster`]: [`ClusterSilo`], wiring membership, transport, directory and fencing.
 //! - [`membership`]: the UDP protocol (HANDSHAKE, WELCOME, HEARTBEAT, SHUTDOWN, …).
-//! - [`directory`]: the master's grain directory and placement.
+//! - [`directory`]: the master's grain directory and placement (and the copy sets of
+//!   replicated grains).
+//! - [`replication`]: copies of hot grains: stateless workers and read replicas, the
+//!   master's decisions, the slaves' load reports.
 //! - [`observe`]: per-type counters, process usage, the cluster event log, status
 //!   reports.
 //! - [`reminders`]: the keeper that keeps the reminder shards running (on the acting
@@ -51,6 +54,7 @@ mod gateway;
 pub mod membership;
 pub mod observe;
 pub mod reminders;
+pub mod replication;
 mod resolver;
 pub mod silo;
 pub mod storage;

@@ -160,14 +160,27 @@ pub(crate) fn build_catalog(
         next_activation: AtomicU64::new(1),
         release: OnceLock::new(),
         lease,
+        copies: OnceLock::new(),
     });
     let mut dispatchers = HashMap::new();
     let mut described = Vec::new();
     for entry in types {
         let idle = config.idle_timeout_for(entry.type_name, entry.idle_timeout);
-        let messages: Vec<&str> = entry.messages.iter().map(|m| m.message).collect();
+        let policy = config.replication.policy_for(entry);
+        let messages: Vec<String> = entry
+            .messages
+            .iter()
+            .map(|m| match m.read {
+                true => format!("{} (read)", m.message),
+                false => m.message.to_owned(),
+            })
+            .collect();
+        let replicated = match policy {
+            granary_runtime::Replication::Single => String::new(),
+            other => format!("; {}", other.describe()),
+        };
         described.push(format!(
-            "{} ({}: {}; idle {})",
+            "{} ({}: {}; idle {}{replicated})",
             entry.type_name,
             entry.rust_name,
             messages.join(", "),
@@ -175,7 +188,7 @@ pub(crate) fn build_catalog(
         ));
         dispatchers.insert(
             entry.type_name,
-            Dispatcher::new(entry, idle, config.mailbox_capacity, shared.clone()),
+            Dispatcher::new(entry, idle, config.mailbox_capacity, shared.clone(), policy),
         );
     }
     tracing::info!(

@@ -91,6 +91,7 @@ enum RequestKind {
     StorageClear,
     Ping,
     Status,
+    HotGrains,
 }
 
 impl RequestKind {
@@ -107,6 +108,7 @@ impl RequestKind {
             Request::StorageClear { .. } => RequestKind::StorageClear,
             Request::Ping => RequestKind::Ping,
             Request::SiloStatus | Request::ClusterStatus => RequestKind::Status,
+            Request::Replica(_) => RequestKind::HotGrains,
         }
     }
 
@@ -122,6 +124,7 @@ impl RequestKind {
             RequestKind::StorageClear => "storage clear",
             RequestKind::Ping => "ping",
             RequestKind::Status => "status",
+            RequestKind::HotGrains => "hot-grain replication",
         }
     }
 
@@ -145,6 +148,9 @@ impl RequestKind {
             RequestKind::StorageClear => Response::StorageClear(Err(failure.storage_error())),
             RequestKind::Ping => Response::Pong,
             RequestKind::Status => Response::ClusterStatus(Err(failure.call_error())),
+            RequestKind::HotGrains => Response::Replica(
+                granary_proto::replication::ReplicaResponse::Failed(failure.call_error()),
+            ),
         }
     }
 }

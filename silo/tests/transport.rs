@@ -122,6 +122,7 @@ fn grain_call(message: &str, payload: Vec<u8>) -> Request {
         one_way: false,
         stream: None,
         trace: None,
+        replica: None,
     })
 }
 

@@ -82,6 +82,8 @@ pub const FLAG_VARS: &[&str] = &[
     "GRANARY_TIMEOUT",
     "GRANARY_CONNECT_TIMEOUT",
     "GRANARY_LOG_FORMAT",
+    "GRANARY_REPLICATION",
+    "GRANARY_SCALING",
 ];
 
 /// A silo's TCP (grain traffic) and UDP (membership) addresses.

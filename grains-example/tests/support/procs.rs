@@ -76,6 +76,8 @@ pub struct Procs {
     test: &'static str,
     dir: tempfile::TempDir,
     procs: Vec<Proc>,
+    /// Environment of every silo this guard spawns (before each spec's own).
+    env: Vec<(String, String)>,
 }
 
 /// Indices (into [`Procs`]) of a master and its slaves.
@@ -102,7 +104,14 @@ impl Procs {
             test,
             dir,
             procs: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable (a `GRANARY_*` flag, say) of every silo spawned from
+    /// now on.
+    pub fn env_all(&mut self, var: &str, value: &str) {
+        self.env.push((var.to_owned(), value.to_owned()));
     }
 
     /// The test's directory: every silo's working directory, and where the logs are.
@@ -174,6 +183,7 @@ impl Procs {
         for var in FLAG_VARS {
             command.env_remove(var);
         }
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command.envs(spec.env.iter().map(|(k, v)| (k, v)));
         let child = command.spawn().expect("spawn the silo binary");
         self.procs.push(Proc {

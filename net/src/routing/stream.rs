@@ -17,7 +17,9 @@
 
 use granary_proto::frame::{GrainCall, Request, Response};
 use granary_proto::CallError;
-use granary_runtime::envelope::{Body, Envelope, ItemForm, ReplyTo, StreamItem, StreamReply};
+use granary_runtime::envelope::{
+    Body, CopyHint, Envelope, ItemForm, ReplyTo, StreamItem, StreamReply,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -160,9 +162,13 @@ impl ClusterRouter {
             reply: ReplyTo::Stream(StreamReply::new(items_tx, ItemForm::Encoded, end_tx)),
             hops: call.hops,
             trace: call.trace,
+            copy: CopyHint::default(),
         };
-        if let Err(response) = self.accept(envelope, &target, deadline).await {
-            return response;
+        if let Err(refused) = self.accept(envelope, &target, false, deadline).await {
+            return match refused {
+                super::Refused::Moved(owner) => Response::Moved(owner),
+                super::Refused::Failed(e) => Response::Grain(Err(e)),
+            };
         }
         loop {
             let item = tokio::select! {

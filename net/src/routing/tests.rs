@@ -55,6 +55,7 @@ async fn a_silo_that_never_answers_loses_every_cached_route() {
         reply: ReplyTo::Encoded(tx),
         hops: 0,
         trace: None,
+        copy: CopyHint::default(),
     };
     let deadline = Instant::now() + Duration::from_millis(300);
     let sent = router.deliver(envelope, deadline).await;

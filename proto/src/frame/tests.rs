@@ -1,6 +1,7 @@
 //! Frame codec tests against in-memory buffers.
 
 use super::*;
+use crate::replication::{CopyKind, CopySet, GrainLoad, SetVersion};
 
 fn silo(port: u16, generation: u64) -> SiloAddr {
     SiloAddr::new(SocketAddr::from(([127, 0, 0, 1], port)), generation)
@@ -8,6 +9,15 @@ fn silo(port: u16, generation: u64) -> SiloAddr {
 
 fn grain() -> GrainId {
     GrainId::new("example.counter/v1", "alice")
+}
+
+fn copy_set() -> CopySet {
+    CopySet {
+        version: SetVersion { epoch: 1, seq: 2 },
+        kind: CopyKind::ReadReplicas,
+        home: silo(7000, 1),
+        members: vec![silo(7001, 1), silo(7002, 5)],
+    }
 }
 
 fn every_frame() -> Vec<Frame> {
@@ -21,6 +31,7 @@ fn every_frame() -> Vec<Frame> {
             one_way: true,
             stream: None,
             trace: None,
+            replica: None,
         }),
         Request::Grain(GrainCall {
             target: grain(),
@@ -33,6 +44,11 @@ fn every_frame() -> Vec<Frame> {
             trace: Some(TraceContext {
                 trace_id: u128::MAX - 7,
                 parent_span_id: u64::MAX,
+            }),
+            replica: Some(ReplicaCall {
+                min_version: u64::MAX,
+                copies_seen: Some(SetVersion { epoch: 7, seq: 9 }),
+                primary: true,
             }),
         }),
         Request::DirectoryResolve {
@@ -81,6 +97,27 @@ fn every_frame() -> Vec<Frame> {
             expected: None,
         },
         Request::Ping,
+        Request::Replica(ReplicaRequest::Copies {
+            grain: grain(),
+            set: copy_set(),
+        }),
+        Request::Replica(ReplicaRequest::Sync {
+            grain: grain(),
+            from: silo(7001, 1),
+            activation: Some(17),
+            have: 3,
+            wait_ms: 250,
+        }),
+        Request::Replica(ReplicaRequest::Report {
+            from: silo(7001, 1),
+            grains: vec![GrainLoad {
+                grain: grain(),
+                copies: 2,
+                rate_milli: 1_500_000,
+                queue_milli: 12_500,
+                busy_milli: 1_900,
+            }],
+        }),
     ];
     let responses = vec![
         Response::Grain(Ok(vec![9, 8, 7])),
@@ -126,6 +163,25 @@ fn every_frame() -> Vec<Frame> {
         Response::StorageClear(Err(WireStorageError::Failed("disk".into()))),
         Response::Pong,
         Response::Moved(SiloAddr::new("[::1]:7000".parse().unwrap(), u64::MAX)),
+        Response::GrainAt(Box::new(GrainReplyAt {
+            reply: Ok(vec![1]),
+            version: 42,
+            copies: Some(copy_set()),
+        })),
+        Response::GrainAt(Box::new(GrainReplyAt {
+            reply: Err(CallError::Timeout),
+            version: 0,
+            copies: None,
+        })),
+        Response::Replica(ReplicaResponse::Applied),
+        Response::Replica(ReplicaResponse::Failed(CallError::ShuttingDown)),
+        Response::Replica(ReplicaResponse::Synced {
+            activation: 17,
+            version: 4,
+            state: Some(vec![5, 6]),
+            lease_ms: 1_000,
+        }),
+        Response::Replica(ReplicaResponse::NotPrimary),
     ];
     let mut frames = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {

@@ -417,3 +417,5 @@ async fn a_failed_final_write_keeps_the_write_behind_state() {
     a.write_final().await.unwrap();
     assert_eq!(store.stored(a.id()), Some(KeptState { n: 3 }));
 }
+
+mod copies;

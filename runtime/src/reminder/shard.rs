@@ -465,6 +465,7 @@ async fn deliver(
         reply: ReplyTo::None,
         hops: 0,
         trace: crate::trace::current(),
+        copy: crate::envelope::CopyHint::default(),
     };
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     match router.try_deliver(envelope)? {

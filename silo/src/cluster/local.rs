@@ -6,7 +6,8 @@ use std::sync::Weak;
 use async_trait::async_trait;
 use granary_net::routing::LocalDelivery;
 use granary_proto::frame::SiloAddr;
-use granary_proto::CallError;
+use granary_proto::replication::{CopySet, SetVersion};
+use granary_proto::{CallError, GrainId};
 use granary_runtime::envelope::Envelope;
 use tokio::time::Instant;
 
@@ -72,5 +73,9 @@ impl LocalDelivery for SiloLocal {
             return Err(err);
         }
         deliver_activating(&self.catalog, envelope, deadline).await
+    }
+
+    fn copy_answer(&self, grain: &GrainId, seen: Option<SetVersion>) -> Option<Option<CopySet>> {
+        self.catalog.upgrade()?.copy_answer(grain, seen)
     }
 }

@@ -16,6 +16,7 @@ use crate::catalog::Catalog;
 use crate::directory::{Directory, TENTATIVE_TTL};
 use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
 use crate::observe::EventLog;
+use crate::replication::controller::Controller;
 use crate::resolver::silo_addr;
 
 /// Publishes this silo's load for heartbeats, once per heartbeat interval.
@@ -64,7 +65,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub(super) async fn watch_membership(
     mut updates: watch::Receiver<Arc<MembershipSnapshot>>,
     role: SiloRole,
-    directory: Option<Arc<Directory>>,
+    (directory, replication): (Option<Arc<Directory>>, Option<Arc<Controller>>),
     router: Arc<ClusterRouter>,
     local: Arc<SiloLocal>,
     events: Arc<EventLog>,
@@ -110,6 +111,9 @@ pub(super) async fn watch_membership(
                 continue;
             }
             let addr = silo_addr(&member.id);
+            if let (Some(replication), true, false) = (&replication, acting, member.is_candidate) {
+                replication.silo_gone(addr);
+            }
             if let (Some(directory), true, false) = (&directory, acting, member.is_candidate) {
                 let dropped = directory.remove_silo(addr);
                 let how = match member.status {

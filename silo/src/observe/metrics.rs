@@ -15,6 +15,7 @@
 //! ├── MembershipCollector ── membership snapshot + MembershipCounts (counted by
 //! │                          `count_membership`, a task of the silo)
 //! ├── DirectoryCollector ── Directory (on the master)
+//! ├── ReplicationCollector ── copy tables; the master's Controller (replication.rs)
 //! └── ProcessCollector ── /proc (CPU, memory), start time
 //! ```
 //!
@@ -46,7 +47,10 @@ use super::process;
 use crate::catalog::Catalog;
 use crate::directory::Directory;
 use crate::membership::{Hosting, MemberStatus, MembershipSnapshot, SiloRole};
+use crate::replication::controller::Controller;
 use crate::storage::instrumented::StorageStats;
+
+mod replication;
 
 /// The `Content-Type` of [`SiloMetrics::encode`]'s text.
 pub(crate) const OPENMETRICS_CONTENT_TYPE: &str =
@@ -155,6 +159,8 @@ pub(crate) struct MetricSources {
     pub(crate) membership: watch::Receiver<Arc<MembershipSnapshot>>,
     /// The directory, on the master.
     pub(crate) directory: Option<Arc<Directory>>,
+    /// The replication decisions, on the master.
+    pub(crate) replication: Option<Arc<Controller>>,
 }
 
 /// The metrics of one silo: a [`Registry`] of collectors over its live counters.
@@ -174,6 +180,10 @@ impl SiloMetrics {
     pub(crate) fn new(sources: MetricSources) -> Self {
         let counts = Arc::new(MembershipCounts::default());
         let mut registry = Registry::default();
+        registry.register_collector(Box::new(replication::ReplicationCollector {
+            catalog: sources.catalog.clone(),
+            controller: sources.replication,
+        }));
         registry.register_collector(Box::new(GrainCollector {
             catalog: sources.catalog,
         }));

@@ -115,7 +115,7 @@ impl StatusSource {
                 rate_milli: (g.message_rate * 1000.0).round() as u64,
                 queue_depth: g.queue_depth as u64,
                 messages: g.messages,
-                replicas: 1,
+                replicas: g.copies,
             }));
         }
         grain_types.sort_by(|a, b| a.grain_type.cmp(&b.grain_type));

@@ -20,6 +20,7 @@ fn failures_answer_with_the_matching_response_kind() {
             one_way: false,
             stream: None,
             trace: None,
+            replica: None,
         }),
         Request::DirectoryResolve {
             grain: grain.clone(),

@@ -295,6 +295,7 @@ fn hot_grains(after: &ClusterStatus) -> Table {
         ("MSG/S", Align::Right),
         ("QUEUE", Align::Right),
         ("MESSAGES", Align::Right),
+        ("COPIES", Align::Right),
     ]);
     for (silo, grain) in hot.into_iter().take(HOT_SHOWN) {
         table.row(vec![
@@ -304,6 +305,7 @@ fn hot_grains(after: &ClusterStatus) -> Table {
             format!("{:.1}", grain.rate_milli as f64 / 1000.0),
             grain.queue_depth.to_string(),
             grain.messages.to_string(),
+            grain.replicas.to_string(),
         ]);
     }
     table

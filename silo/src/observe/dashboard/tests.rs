@@ -26,7 +26,7 @@ struct Ping;
 
 #[async_trait]
 impl Grain for Probe {
-    const TYPE_NAME: &'static str = "granary.dashboard-test/v1";
+    const TYPE_NAME: &'static str = "test.dashboard/v1";
     type State = ();
     async fn on_activate(_ctx: &mut GrainContext<Self>) -> Result<Self, GrainError> {
         Ok(Probe)
