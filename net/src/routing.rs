@@ -169,6 +169,7 @@ impl ClusterRouter {
             },
             hops: call.hops,
             trace: call.trace,
+            deadline: (!one_way).then_some(deadline),
         };
         if let Err(response) = self.accept(envelope, &target, deadline).await {
             return response;
@@ -255,6 +256,7 @@ impl Router for ClusterRouter {
             mut reply,
             mut hops,
             trace,
+            deadline: waits_until,
         } = envelope;
         let decode_reply = match &body {
             Body::Local { vtable, .. } => Some(vtable.decode_reply),
@@ -305,6 +307,7 @@ impl Router for ClusterRouter {
                                 reply,
                                 hops,
                                 trace,
+                                deadline: waits_until,
                             };
                             local.deliver_here(envelope, deadline).await
                         }
@@ -315,7 +318,7 @@ impl Router for ClusterRouter {
                                 encoded,
                                 reply,
                                 decode_reply,
-                                (hops, trace),
+                                (hops, trace, waits_until),
                                 deadline,
                             )
                             .await
@@ -450,7 +453,7 @@ async fn deliver_encoded_here(
     (name, bytes): (String, Vec<u8>),
     reply: ReplyTo,
     decode_reply: Option<DecodeReply>,
-    (hops, trace): (u8, Option<TraceContext>),
+    (hops, trace, waits_until): (u8, Option<TraceContext>, Option<Instant>),
     deadline: Instant,
 ) -> Result<(), CallError> {
     let (tx, decode) = match (reply, decode_reply) {
@@ -462,6 +465,7 @@ async fn deliver_encoded_here(
                 reply,
                 hops,
                 trace,
+                deadline: waits_until,
             };
             return local.deliver_here(envelope, deadline).await;
         }
@@ -473,6 +477,7 @@ async fn deliver_encoded_here(
         reply: ReplyTo::Encoded(etx),
         hops,
         trace,
+        deadline: waits_until,
     };
     local.deliver_here(envelope, deadline).await?;
     let result = match tokio::time::timeout_at(deadline, erx).await {

@@ -22,14 +22,14 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
-use granary_proto::frame::TraceContext;
 use granary_proto::{codec, CallError, GrainId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 
-use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyValue};
+use crate::cancellation::TurnScope;
+use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyTo, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message};
 use crate::lease::HostingLease;
 use crate::router::Router;
@@ -239,10 +239,11 @@ pub type TurnFuture<G> = ReusableBoxFuture<'static, TurnOutput<G>>;
 /// Starts one message on a grain: stores into `slot` the future that decodes or
 /// unboxes it, calls the handler and shapes the reply (or streams its items).
 ///
-/// The handler runs inside `span` with `trace` as the context of the calls it makes;
-/// both live in the turn's future, so an idle activation's task stays small.
+/// The handler runs inside `span` with `scope` (trace context, cancellation, deadline)
+/// inherited by the calls it makes; both live in the turn's future, so an idle
+/// activation's task stays small.
 pub type HandleFn<G> =
-    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyShape, TraceContext, tracing::Span);
+    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyShape, TurnScope, tracing::Span);
 
 /// One row of a grain type's handler table.
 pub struct HandlerEntry<G: Grain> {
@@ -287,11 +288,11 @@ fn handle_message<G: Handler<M>, M: Message>(
     mut live: Box<Live<G>>,
     body: Body,
     shape: ReplyShape,
-    trace: TraceContext,
+    scope: TurnScope,
     span: tracing::Span,
 ) {
     slot.set(
-        crate::trace::scoped(trace, async move {
+        crate::cancellation::scoped(scope, async move {
             let result = call_handler::<G, M>(&mut live, body, shape).await;
             (live, result)
         })
@@ -561,8 +562,14 @@ async fn turn<G: Grain>(
         body,
         mut reply,
         trace,
+        deadline,
         ..
     } = envelope;
+    if !matches!(reply, ReplyTo::None) && reply.is_closed() {
+        // The caller left before the turn started: the message is never handled.
+        tracing::trace!(grain = %target, "skipped a call its caller gave up on");
+        return Some(live);
+    }
     let Some(entry) = handlers.iter().find(|h| h.message == body.name()) else {
         reply.fail(CallError::UnknownMessage {
             grain_type: G::TYPE_NAME.to_owned(),
@@ -589,13 +596,34 @@ async fn turn<G: Grain>(
     if let Some(parent) = ids.parent_span_id {
         span.record("parent_span_id", tracing::field::display(SpanId(parent)));
     }
-    (entry.handle)(slot, live, body, shape, ids.for_children(), span);
+    let cancel = (!matches!(reply, ReplyTo::None)).then(CancellationToken::new);
+    let mut live = live;
+    live.ctx.turn_cancel = cancel.clone();
+    live.ctx.turn_deadline = deadline;
+    let scope = TurnScope {
+        trace: ids.for_children(),
+        cancel: cancel.clone(),
+        deadline,
+    };
+    (entry.handle)(slot, live, body, shape, scope, span);
     let started = Instant::now();
-    match AssertUnwindSafe(std::future::poll_fn(|cx| slot.poll(cx)))
-        .catch_unwind()
-        .await
-    {
-        Ok((live, result)) => {
+    // The handler runs while the caller waits; when the caller leaves, the turn's token
+    // is cancelled (the handler and the calls it makes see it) and the turn runs on.
+    let mut watching = cancel.is_some();
+    let running = std::future::poll_fn(|cx| {
+        if watching && reply.poll_closed(cx).is_ready() {
+            watching = false;
+            if let Some(cancel) = &cancel {
+                cancel.cancel();
+            }
+        }
+        slot.poll(cx)
+    });
+    let outcome = AssertUnwindSafe(running).catch_unwind().await;
+    match outcome {
+        Ok((mut live, result)) => {
+            live.ctx.turn_cancel = None;
+            live.ctx.turn_deadline = None;
             observer.turn(entry.message, started.elapsed(), result.as_ref().err());
             reply.complete(result);
             Some(live)

@@ -15,6 +15,7 @@ use std::fmt;
 use granary_proto::frame::TraceContext;
 use granary_proto::{CallError, CodecError, GrainId};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 pub mod value;
 
@@ -202,6 +203,16 @@ impl ReplyTo {
         }
     }
 
+    /// Ready once the caller left (dropped or cancelled the call); never for a tell.
+    pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self {
+            ReplyTo::None => std::task::Poll::Pending,
+            ReplyTo::Local(tx) => tx.poll_closed(cx),
+            ReplyTo::Encoded(tx) => tx.poll_closed(cx),
+            ReplyTo::Stream(stream) => stream.end.poll_closed(cx),
+        }
+    }
+
     /// Completes the call with `result`. A caller that gave up is ignored.
     pub fn complete(self, result: Result<ReplyValue, CallError>) {
         match self {
@@ -278,6 +289,9 @@ pub struct Envelope {
     /// The trace of the turn that sent it, if a grain's handler did (see
     /// [`crate::trace`]); routers carry it across silos.
     pub trace: Option<TraceContext>,
+    /// When the caller stops waiting for the reply (`None`: nobody waits, a tell). The
+    /// handler's own calls inherit it (see [`crate::cancellation`]).
+    pub deadline: Option<Instant>,
 }
 
 impl Envelope {
@@ -295,6 +309,7 @@ impl fmt::Debug for Envelope {
             .field("reply", &self.reply.kind())
             .field("hops", &self.hops)
             .field("trace", &self.trace)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }

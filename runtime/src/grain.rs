@@ -124,6 +124,11 @@ pub struct GrainContext<G: Grain> {
     pub(crate) router: Arc<dyn Router>,
     /// The silo's right to write state: checked before and after every write.
     lease: Arc<HostingLease>,
+    /// The running turn's cancellation (see [`crate::cancellation`]); `None` between
+    /// turns and in a tell's turn.
+    pub(crate) turn_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// When the running turn's caller stops waiting.
+    pub(crate) turn_deadline: Option<tokio::time::Instant>,
 }
 
 impl<G: Grain> GrainContext<G> {
@@ -146,6 +151,8 @@ impl<G: Grain> GrainContext<G> {
             deactivate: false,
             storage,
             router,
+            turn_cancel: None,
+            turn_deadline: None,
         }
     }
 

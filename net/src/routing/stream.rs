@@ -160,6 +160,7 @@ impl ClusterRouter {
             reply: ReplyTo::Stream(StreamReply::new(items_tx, ItemForm::Encoded, end_tx)),
             hops: call.hops,
             trace: call.trace,
+            deadline: Some(deadline),
         };
         if let Err(response) = self.accept(envelope, &target, deadline).await {
             return response;
