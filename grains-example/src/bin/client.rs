@@ -5,9 +5,12 @@
 //! client --gateway 127.0.0.1:7100 --gateway 127.0.0.1:7200 greet world Ada
 //! client --gateway 127.0.0.1:7100 status            # the cluster as tables
 //! client --gateway 127.0.0.1:7100 status --watch    # … redrawn every second
+//! client --gateway 127.0.0.1:7100 mandelbrot --width 1600 --height 1200 --out m.png
 //! ```
 
 // `src/bin/status.rs` would be a binary of its own.
+#[path = "client/mandelbrot.rs"]
+mod mandelbrot;
 #[path = "client/status.rs"]
 mod status;
 
@@ -19,7 +22,7 @@ use clap::{Parser, Subcommand};
 use granary_client::{Client, ClientConfig};
 use granary_example::{Account, Add, Counter, Follow, Followers, Get, Greeter, Hello};
 
-/// Call the example grains (Greeter, Counter, Account) in a Granary cluster.
+/// Call the example grains (Greeter, Counter, Account, the Mandelbrot job) in a Granary cluster.
 #[derive(Debug, Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -76,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: AccountCommand,
     },
+    /// Render a Mandelbrot image on the cluster and write a PNG (Ctrl-C cancels the job).
+    ///
+    /// A job grain splits the image into row bands and farms them out to worker grains
+    /// spread over the slaves; a progress bar shows the bands as they come in.
+    Mandelbrot(mandelbrot::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +171,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "{}",
                 client.grain::<Account>(a).ask(Followers).timeout(t).await?
             )
+        }
+        Command::Mandelbrot(options) => {
+            if !mandelbrot::run(&client, options).await? {
+                // The job's cancel is queued on the connection: close it cleanly so it
+                // is sent, then exit as an interrupted command does.
+                client.close().await;
+                std::process::exit(130);
+            }
         }
     }
     client.close().await;
