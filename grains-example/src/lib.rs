@@ -12,6 +12,8 @@
 //!   subscribed [`Watcher`] grains.
 //! - [`digest`]: [`Digest`], a stateless worker doing CPU-bound hashing (copied when hot).
 //! - [`gauge`]: [`Gauge`], a read-replicated value (`Bump` writes, `Level` reads).
+//! - [`mandelbrot`]: the distributed job example, [`MandelbrotJob`] farming row bands out
+//!   to [`MandelbrotWorker`]s, with a streamed progress and rescheduling.
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -26,6 +28,7 @@ pub mod digest;
 pub mod gauge;
 pub mod greeter;
 pub mod lock;
+pub mod mandelbrot;
 pub mod variable;
 
 pub use account::{Account, AddFollower, Follow, Followers, Following};
@@ -37,6 +40,7 @@ pub use greeter::{Greeter, Hello};
 pub use lock::{
     Acquire, Fenced, FencedRead, FencedWrite, Grant, Inspect, Leave, Lock, Release, Renew,
 };
+pub use mandelbrot::{MandelbrotJob, MandelbrotWorker};
 pub use variable::{
     Change, Polled, VarGet, VarSet, VarUnwatch, VarWatch, VarWatchers, Variable, WatchOpen,
     WatchPoll, Watcher,
@@ -45,7 +49,7 @@ pub use variable::{
 /// The wire names of the grain types this crate registers. A silo binary that links
 /// the crate calls this at start-up, which also keeps the linker from dropping the
 /// crate's `register_grain!` items.
-pub fn grain_types() -> [&'static str; 10] {
+pub fn grain_types() -> [&'static str; 12] {
     use granary_runtime::Grain;
     [
         Greeter::TYPE_NAME,
@@ -58,6 +62,8 @@ pub fn grain_types() -> [&'static str; 10] {
         Watcher::TYPE_NAME,
         Digest::TYPE_NAME,
         Gauge::TYPE_NAME,
+        MandelbrotJob::TYPE_NAME,
+        MandelbrotWorker::TYPE_NAME,
     ]
 }
 

@@ -103,6 +103,7 @@ async fn a_primary_behind_its_caller_leaves_memory_instead_of_serving() {
             min_version: 100,
             primary: true,
         },
+        deadline: None,
     };
     silo.router()
         .deliver(envelope, Instant::now() + Duration::from_secs(5))

@@ -193,6 +193,7 @@ impl ClusterRouter {
                 min_version: r.min_version,
                 primary: r.primary,
             }),
+            deadline: (!one_way).then_some(deadline),
         };
         let answer = |result: Result<Vec<u8>, CallError>, version: u64| match &copies {
             Some(newer) => Response::GrainAt(Box::new(GrainReplyAt {
@@ -310,6 +311,7 @@ impl Router for ClusterRouter {
             mut hops,
             trace,
             copy,
+            deadline: waits_until,
         } = envelope;
         // Which copies may take it: any copy of a stateless worker; any replica for a
         // read of a read-replicated grain; else the home (primary).
@@ -376,6 +378,7 @@ impl Router for ClusterRouter {
                                 hops,
                                 trace,
                                 copy,
+                                deadline: waits_until,
                             };
                             local.deliver_here(envelope, deadline).await
                         }
@@ -386,7 +389,7 @@ impl Router for ClusterRouter {
                                 encoded,
                                 reply,
                                 decode_reply,
-                                (hops, trace, copy),
+                                (hops, trace, copy, waits_until),
                                 deadline,
                             )
                             .await
@@ -564,7 +567,7 @@ async fn deliver_encoded_here(
     (name, bytes): (String, Vec<u8>),
     reply: ReplyTo,
     decode_reply: Option<DecodeReply>,
-    (hops, trace, copy): (u8, Option<TraceContext>, CopyHint),
+    (hops, trace, copy, waits_until): (u8, Option<TraceContext>, CopyHint, Option<Instant>),
     deadline: Instant,
 ) -> Result<(), CallError> {
     let (tx, decode) = match (reply, decode_reply) {
@@ -577,6 +580,7 @@ async fn deliver_encoded_here(
                 hops,
                 trace,
                 copy,
+                deadline: waits_until,
             };
             return local.deliver_here(envelope, deadline).await;
         }
@@ -589,6 +593,7 @@ async fn deliver_encoded_here(
         hops,
         trace,
         copy,
+        deadline: waits_until,
     };
     local.deliver_here(envelope, deadline).await?;
     let result = match tokio::time::timeout_at(deadline, erx).await {

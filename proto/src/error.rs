@@ -7,11 +7,30 @@ use serde::{Deserialize, Serialize};
 /// Each variant documents its *delivery semantics*: whether the target grain may have
 /// processed the message. Retrying is always safe for "not delivered" variants; for the
 /// others the caller must make the operation idempotent or check the grain's state.
+///
+/// # Cancellation
+/// A caller that gives up on a call (drops the `ask` future or the `ask_stream`
+/// stream, calls the stream's `cancel`, or reaches its deadline: [`CallError::Timeout`])
+/// cancels it on the grain, on whichever silo it runs:
+/// - a message whose turn has not started is never handled;
+/// - a running handler is told (`ctx.cancelled()` resolves, `ctx.is_cancelled()` is
+///   true; a streaming handler's next `replies.send` fails) and its reply is dropped; it
+///   is not stopped by force: what it does until it returns still happens;
+/// - every `ask`/`ask_stream` that handler made and that is still waiting ends at once
+///   with [`CallError::Cancelled`] and is cancelled the same way, so the cancel follows
+///   the call chain;
+/// - calls a handler makes never wait longer than its own caller: their deadline is the
+///   earlier of their own timeout and the caller's.
+///
+/// A cancel travels as a frame on the caller's connection; if that connection is lost,
+/// the serving silo stops waiting at the call's deadline instead. A `tell` cannot be
+/// cancelled.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CallError {
-    /// No reply arrived before the call's deadline.
+    /// No reply arrived before the call's deadline. The call is then cancelled (see
+    /// "Cancellation" above): if the message is still queued it will not run.
     ///
-    /// Delivery: unknown. The message may still be queued, running, or done.
+    /// Delivery: unknown. The message may still be running, or done.
     #[error("the call timed out; it is not known whether the grain processed it")]
     Timeout,
     /// No grain type with this name is registered on the silo that received the call.

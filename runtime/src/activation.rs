@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 
+use crate::cancellation::TurnScope;
 use crate::envelope::{Body, Envelope, LocalValue, ReplyKind, ReplyShape, ReplyTo, ReplyValue};
 use crate::grain::{Grain, GrainContext, GrainError, Handler, Message, ReadHandler};
 use crate::lease::HostingLease;
@@ -262,10 +263,11 @@ pub type TurnFuture<G> = ReusableBoxFuture<'static, TurnOutput<G>>;
 /// Starts one message on a grain: stores into `slot` the future that decodes or
 /// unboxes it, calls the handler and shapes the reply (or streams its items).
 ///
-/// The handler runs inside `span` with `trace` as the context of the calls it makes;
-/// both live in the turn's future, so an idle activation's task stays small.
+/// The handler runs inside `span` with `scope` (trace context, cancellation, deadline)
+/// inherited by the calls it makes; both live in the turn's future, so an idle
+/// activation's task stays small.
 pub type HandleFn<G> =
-    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyShape, TraceContext, tracing::Span);
+    fn(&mut TurnFuture<G>, Box<Live<G>>, Body, ReplyShape, TurnScope, tracing::Span);
 
 /// One row of a grain type's handler table.
 pub struct HandlerEntry<G: Grain> {
@@ -326,11 +328,11 @@ fn handle_message<G: Handler<M>, M: Message>(
     mut live: Box<Live<G>>,
     body: Body,
     shape: ReplyShape,
-    trace: TraceContext,
+    scope: TurnScope,
     span: tracing::Span,
 ) {
     slot.set(
-        crate::trace::scoped(trace, async move {
+        crate::cancellation::scoped(scope, async move {
             let result = call_handler::<G, M>(&mut live, body, shape).await;
             (live, result)
         })
@@ -654,6 +656,7 @@ struct Call<G: Grain> {
     body: Body,
     reply: ReplyTo,
     trace: Option<TraceContext>,
+    deadline: Option<tokio::time::Instant>,
 }
 
 /// Decides, before the turn, whether this activation runs `envelope`: its message must
@@ -666,6 +669,11 @@ fn admit<G: Grain>(
     envelope: Box<Envelope>,
     replica: Option<&mut ReplicaLink>,
 ) -> Result<Call<G>, Refused> {
+    if !matches!(envelope.reply, ReplyTo::None) && envelope.reply.is_closed() {
+        // The caller left before the turn started: the message is never handled.
+        tracing::trace!(grain = %envelope.target, "skipped a call its caller gave up on");
+        return Err(Refused::Answered);
+    }
     let Some(entry) = handlers.iter().find(|h| h.message == envelope.body.name()) else {
         envelope.reply.fail(CallError::UnknownMessage {
             grain_type: G::TYPE_NAME.to_owned(),
@@ -697,6 +705,7 @@ fn admit<G: Grain>(
         body,
         reply,
         trace,
+        deadline,
         ..
     } = *envelope;
     Ok(Call {
@@ -705,6 +714,7 @@ fn admit<G: Grain>(
         body,
         reply,
         trace,
+        deadline,
     })
 }
 
@@ -722,6 +732,7 @@ async fn turn<G: Grain>(
         body,
         mut reply,
         trace,
+        deadline,
     } = call;
     let shape = reply.shape();
     let ids = TurnIds::new(trace);
@@ -742,13 +753,33 @@ async fn turn<G: Grain>(
     if let Some(parent) = ids.parent_span_id {
         span.record("parent_span_id", tracing::field::display(SpanId(parent)));
     }
-    (entry.handle)(slot, live, body, shape, ids.for_children(), span);
+    let cancel = (!matches!(reply, ReplyTo::None)).then(CancellationToken::new);
+    let mut live = live;
+    live.ctx.turn_cancel = cancel.clone();
+    live.ctx.turn_deadline = deadline;
+    let scope = TurnScope {
+        trace: ids.for_children(),
+        cancel: cancel.clone(),
+        deadline,
+    };
+    (entry.handle)(slot, live, body, shape, scope, span);
     let started = Instant::now();
-    match AssertUnwindSafe(std::future::poll_fn(|cx| slot.poll(cx)))
-        .catch_unwind()
-        .await
-    {
-        Ok((live, result)) if live.ctx.is_copy() => {
+    // The handler runs while the caller waits; when the caller leaves, the turn's token
+    // is cancelled (the handler and the calls it makes see it) and the turn runs on.
+    let mut watching = cancel.is_some();
+    let running = std::future::poll_fn(|cx| {
+        if watching && reply.poll_closed(cx).is_ready() {
+            watching = false;
+            if let Some(cancel) = &cancel {
+                cancel.cancel();
+            }
+        }
+        slot.poll(cx)
+    });
+    match AssertUnwindSafe(running).catch_unwind().await {
+        Ok((mut live, result)) if live.ctx.is_copy() => {
+            live.ctx.turn_cancel = None;
+            live.ctx.turn_deadline = None;
             // Boxed: the write-through's future would otherwise make every activation's
             // task larger, replicated or not.
             let (live, result) = Box::pin(finish_copy_turn(live, result, &target)).await;
@@ -761,7 +792,9 @@ async fn turn<G: Grain>(
             reply.complete_at(result, version);
             (Some(live), busy)
         }
-        Ok((live, result)) => {
+        Ok((mut live, result)) => {
+            live.ctx.turn_cancel = None;
+            live.ctx.turn_deadline = None;
             let busy = started.elapsed();
             observer.turn(entry.message, busy, result.as_ref().err());
             reply.complete(result);

@@ -15,6 +15,7 @@ use std::fmt;
 use granary_proto::frame::TraceContext;
 use granary_proto::{CallError, CodecError, GrainId};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 pub mod value;
 
@@ -206,6 +207,17 @@ impl ReplyTo {
         }
     }
 
+    /// Ready once the caller left (dropped or cancelled the call); never for a tell.
+    pub fn poll_closed(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self {
+            ReplyTo::None => std::task::Poll::Pending,
+            ReplyTo::Local(tx) => tx.poll_closed(cx),
+            ReplyTo::Encoded(tx) => tx.poll_closed(cx),
+            ReplyTo::EncodedAt(tx) => tx.poll_closed(cx),
+            ReplyTo::Stream(stream) => stream.end.poll_closed(cx),
+        }
+    }
+
     /// Completes the call with `result`. A caller that gave up is ignored.
     pub fn complete(self, result: Result<ReplyValue, CallError>) {
         self.complete_at(result, 0);
@@ -297,6 +309,9 @@ pub struct Envelope {
     pub trace: Option<TraceContext>,
     /// For a replicated grain: which copies may serve it (set by routers).
     pub copy: CopyHint,
+    /// When the caller stops waiting for the reply (`None`: nobody waits, a tell). The
+    /// handler's own calls inherit it (see [`crate::cancellation`]).
+    pub deadline: Option<Instant>,
 }
 
 /// What a router tells the copies of a replicated grain about one message (see
@@ -326,6 +341,7 @@ impl fmt::Debug for Envelope {
             .field("hops", &self.hops)
             .field("trace", &self.trace)
             .field("copy", &self.copy)
+            .field("deadline", &self.deadline)
             .finish()
     }
 }

@@ -216,6 +216,11 @@ pub struct GrainContext<G: Grain> {
     /// The primary or a replica of a read-replicated grain: its version and role. Boxed
     /// so every other activation pays one word for it.
     copy: Option<Box<CopyState>>,
+    /// The running turn's cancellation (see [`crate::cancellation`]); `None` between
+    /// turns and in a tell's turn.
+    pub(crate) turn_cancel: Option<tokio_util::sync::CancellationToken>,
+    /// When the running turn's caller stops waiting.
+    pub(crate) turn_deadline: Option<tokio::time::Instant>,
 }
 
 /// What a copy of a read-replicated grain adds to its context.
@@ -253,6 +258,8 @@ impl<G: Grain> GrainContext<G> {
             router,
             timers: None,
             copy: None,
+            turn_cancel: None,
+            turn_deadline: None,
         }
     }
 

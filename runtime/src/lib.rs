@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod cancellation;
 pub mod envelope;
 pub mod grain;
 pub mod lease;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use granary_proto::{CallError, GrainId};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::envelope::{Body, Envelope, LocalReply, LocalValue, ReplyTo};
 use crate::grain::{Grain, GrainContext, Handler, Message};
@@ -90,7 +91,12 @@ impl<G: Grain> GrainRef<G> {
         }
     }
 
-    fn envelope<M: Message>(&self, msg: M, reply: ReplyTo) -> Result<Envelope, CallError> {
+    fn envelope<M: Message>(
+        &self,
+        msg: M,
+        reply: ReplyTo,
+        deadline: Option<Instant>,
+    ) -> Result<Envelope, CallError> {
         let vtable = registry().vtable::<G, M>()?;
         Ok(Envelope {
             target: self.id.clone(),
@@ -102,6 +108,7 @@ impl<G: Grain> GrainRef<G> {
             hops: 0,
             trace: crate::trace::current(),
             copy: Default::default(),
+            deadline,
         })
     }
 }
@@ -198,7 +205,7 @@ impl<G: Handler<M>, M: Message> Future for TellFuture<'_, G, M> {
         let this = &mut *self;
         if let Some(msg) = this.msg.take() {
             let target = this.target;
-            let envelope = target.envelope(msg, ReplyTo::None)?;
+            let envelope = target.envelope(msg, ReplyTo::None, None)?;
             match start_delivery(&target.router, envelope, this.deadline)? {
                 None => return Poll::Ready(Ok(())),
                 Some(delivery) => this.delivering = Some(delivery),
@@ -248,7 +255,8 @@ impl<'a, G: Handler<M>, M: Message> IntoFuture for Ask<'a, G, M> {
     type IntoFuture = AskFuture<'a, G, M>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let deadline = Instant::now() + self.timeout;
+        // Inside a handler: no later than its caller waits, and cancelled with it.
+        let deadline = crate::cancellation::deadline_after(self.timeout);
         AskFuture {
             target: self.target,
             msg: Some(self.msg),
@@ -256,6 +264,7 @@ impl<'a, G: Handler<M>, M: Message> IntoFuture for Ask<'a, G, M> {
             delivering: None,
             reply: None,
             timer: None,
+            cancelled: crate::cancellation::watch(),
         }
     }
 }
@@ -277,6 +286,9 @@ pin_project_lite::pin_project! {
         // Fires at the deadline; set on the first poll (inside the runtime).
         #[pin]
         timer: Option<tokio::time::Sleep>,
+        // Fires when the turn that made the call is cancelled (inside a handler).
+        #[pin]
+        cancelled: Option<WaitForCancellationFutureOwned>,
     }
 }
 
@@ -285,12 +297,23 @@ impl<G: Handler<M>, M: Message> Future for AskFuture<'_, G, M> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let Some(cancelled) = this.cancelled.as_mut().as_pin_mut() {
+            if cancelled.poll(cx).is_ready() {
+                // Dropping the delivery and the reply channel cancels the call (on
+                // another silo too).
+                *this.delivering = None;
+                *this.reply = None;
+                *this.msg = None;
+                this.cancelled.set(None);
+                return Poll::Ready(Err(CallError::Cancelled));
+            }
+        }
         if let Some(msg) = this.msg.take() {
             this.timer
                 .set(Some(tokio::time::sleep_until(*this.deadline)));
             let (tx, rx) = oneshot::channel();
             let target = *this.target;
-            let envelope = target.envelope(msg, ReplyTo::Local(tx))?;
+            let envelope = target.envelope(msg, ReplyTo::Local(tx), Some(*this.deadline))?;
             *this.delivering = start_delivery(&target.router, envelope, *this.deadline)?;
             *this.reply = Some(rx);
         }

@@ -33,13 +33,13 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use async_trait::async_trait;
-use granary_proto::frame::TraceContext;
 use granary_proto::{codec, CallError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::Instrument;
 
 use crate::activation::{decode_message, handler_error, Live, TurnFuture};
+use crate::cancellation::TurnScope;
 use crate::envelope::{Body, ItemForm, LocalValue, ReplyShape, ReplyValue, StreamItem, StreamSink};
 use crate::grain::{Grain, GrainContext, GrainError, Message};
 
@@ -181,11 +181,11 @@ pub(crate) fn handle_stream_message<G: StreamHandler<M>, M: Message>(
     mut live: Box<Live<G>>,
     body: Body,
     shape: ReplyShape,
-    trace: TraceContext,
+    scope: TurnScope,
     span: tracing::Span,
 ) {
     slot.set(
-        crate::trace::scoped(trace, async move {
+        crate::cancellation::scoped(scope, async move {
             let result = call_stream_handler::<G, M>(&mut live, body, shape).await;
             (live, result)
         })

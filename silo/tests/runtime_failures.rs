@@ -178,6 +178,7 @@ async fn call_encoded(silo: &Silo, grain_type: &'static str, message: &str) -> C
         hops: 0,
         trace: None,
         copy: Default::default(),
+        deadline: None,
     };
     let deadline = Instant::now() + Duration::from_secs(5);
     if let Err(e) = silo.router().deliver(envelope, deadline).await {

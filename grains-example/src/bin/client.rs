@@ -7,11 +7,14 @@
 //! client --gateway 127.0.0.1:7100 status --watch    # … redrawn every second
 //! client --gateway 127.0.0.1:7100 lock acquire jobs  # prints the fencing token
 //! client --gateway 127.0.0.1:7100 var watch config   # prints every change
+//! client --gateway 127.0.0.1:7100 mandelbrot --width 1600 --height 1200 --out m.png
 //! ```
 
 // `src/bin/status.rs` would be a binary of its own.
 #[path = "client/coord.rs"]
 mod coord;
+#[path = "client/mandelbrot.rs"]
+mod mandelbrot;
 #[path = "client/status.rs"]
 mod status;
 
@@ -23,7 +26,7 @@ use clap::{Parser, Subcommand};
 use granary_client::{Client, ClientConfig};
 use granary_example::{Account, Add, Counter, Follow, Followers, Get, Greeter, Hello};
 
-/// Call the example grains (Greeter, Counter, Account, Lock, Variable, Beacon) in a Granary cluster.
+/// Call the example grains (Greeter, Counter, Account, Lock, Variable, Beacon, the Mandelbrot job) in a Granary cluster.
 #[derive(Debug, Parser)]
 #[command(name = "client", version)]
 struct Args {
@@ -95,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: coord::BeaconCommand,
     },
+    /// Render a Mandelbrot image on the cluster and write a PNG (Ctrl-C cancels the job).
+    ///
+    /// A job grain splits the image into row bands and farms them out to worker grains
+    /// spread over the slaves; a progress bar shows the bands as they come in.
+    Mandelbrot(mandelbrot::Options),
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +193,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 "{}",
                 client.grain::<Account>(a).ask(Followers).timeout(t).await?
             )
+        }
+        Command::Mandelbrot(options) => {
+            if !mandelbrot::run(&client, options).await? {
+                // The job's cancel is queued on the connection: close it cleanly so it
+                // is sent, then exit as an interrupted command does.
+                client.close().await;
+                std::process::exit(130);
+            }
         }
     }
     client.close().await;

@@ -163,6 +163,7 @@ impl ClusterRouter {
             hops: call.hops,
             trace: call.trace,
             copy: CopyHint::default(),
+            deadline: Some(deadline),
         };
         if let Err(refused) = self.accept(envelope, &target, false, deadline).await {
             return match refused {

@@ -56,6 +56,7 @@ async fn a_silo_that_never_answers_loses_every_cached_route() {
         hops: 0,
         trace: None,
         copy: CopyHint::default(),
+        deadline: None,
     };
     let deadline = Instant::now() + Duration::from_millis(300);
     let sent = router.deliver(envelope, deadline).await;

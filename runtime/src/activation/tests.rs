@@ -79,6 +79,7 @@ fn an_activation_task_stays_small() {
     // need is boxed, and a turn's checks run before it, outside the task's state. 1,216
     // since streamed replies: a `ReplyTo` (held across the turn) went from 16 to 24 bytes.
     // 1,232 since timers (the alarm lives in the task), also without the primary's
-    // write-through after a tick (boxed).
-    assert!(size <= 1_232, "the activation task grew to {size} bytes");
+    // write-through after a tick (boxed). 1,280 since cancellation: the turn holds its
+    // cancellation token and the caller's deadline while it watches the caller leave.
+    assert!(size <= 1_280, "the activation task grew to {size} bytes");
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::Stream;
 use granary_proto::{codec, CallError};
 use tokio::sync::{mpsc, oneshot};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::{start_delivery, Delivery, GrainRef, DEFAULT_CALL_TIMEOUT};
 use crate::envelope::{ItemForm, ReplyTo, StreamItem, StreamReply};
@@ -24,14 +25,6 @@ pub const DEFAULT_STREAM_BUFFER: usize = 32;
 /// The largest [`AskStream::buffer`]: a window is carried as a `u32` and every hop of a
 /// stream may buffer one.
 pub const MAX_STREAM_BUFFER: usize = 4096;
-
-/// How far "no deadline" lies ahead: tokio's timers reach about two years.
-const NO_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// `timeout` from now; [`Duration::MAX`] (or anything beyond a year) means none.
-pub(crate) fn deadline_after(timeout: Duration) -> Instant {
-    Instant::now() + timeout.min(NO_DEADLINE)
-}
 
 impl<G: Grain> GrainRef<G> {
     /// A call answered with a stream of items: a [`Stream`] of
@@ -106,6 +99,8 @@ struct Running<'a> {
     end: oneshot::Receiver<Result<(), CallError>>,
     /// Fires at the stream's deadline.
     timer: Pin<Box<Sleep>>,
+    /// Fires when the turn that made the call is cancelled (inside a handler).
+    cancelled: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 // Nothing is pinned in place: `M` is moved out by value, the delivery and timer are boxed.
@@ -152,9 +147,10 @@ impl<'a, G: StreamHandler<M>, M: Message> AskStream<'a, G, M> {
         let (items_tx, items) = mpsc::channel(self.buffer);
         let (end_tx, end) = oneshot::channel();
         let reply = ReplyTo::Stream(StreamReply::new(items_tx, ItemForm::Local, end_tx));
-        let deadline = deadline_after(self.timeout);
+        // Inside a handler: no later than its caller waits, and cancelled with it.
+        let deadline = crate::cancellation::deadline_after(self.timeout);
         let target = self.target;
-        let envelope = target.envelope(msg, reply)?;
+        let envelope = target.envelope(msg, reply, Some(deadline))?;
         let delivering = start_delivery(&target.router, envelope, deadline)?;
         self.running = Some(Running {
             delivering,
@@ -162,6 +158,7 @@ impl<'a, G: StreamHandler<M>, M: Message> AskStream<'a, G, M> {
             items,
             end,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
+            cancelled: crate::cancellation::watch().map(Box::pin),
         });
         Ok(())
     }
@@ -183,6 +180,11 @@ impl<G: StreamHandler<M>, M: Message> Stream for AskStream<'_, G, M> {
         let Some(running) = this.running.as_mut() else {
             return this.finish(None);
         };
+        if let Some(cancelled) = running.cancelled.as_mut() {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return this.finish(Some(Err(CallError::Cancelled)));
+            }
+        }
         // The delivery runs alongside the items: for a remote grain it is what brings
         // them, so it is polled on every poll until it ends.
         if let Some(delivery) = running.delivering.as_mut() {

@@ -466,6 +466,7 @@ async fn deliver(
         hops: 0,
         trace: crate::trace::current(),
         copy: crate::envelope::CopyHint::default(),
+        deadline: None,
     };
     let deadline = Instant::now() + DELIVERY_TIMEOUT;
     match router.try_deliver(envelope)? {
