@@ -181,10 +181,14 @@ async fn the_cancel_follows_the_call_chain_and_deadlines_shrink() {
     })
     .await;
     let outer_log = log_of("outer");
+    // The nested call inherited the client's deadline, so the cancel and its own
+    // deadline end it at about the same instant: either error is right, as long as it
+    // ended then (and did not wait out a 30 s default).
     assert!(
         outer_log
             .iter()
-            .any(|e| e == "nested call ended: Err(Cancelled)"),
+            .any(|e| e == "nested call ended: Err(Cancelled)"
+                || e == "nested call ended: Err(Timeout)"),
         "{outer_log:?}"
     );
     // The nested call got what was left of the client's 2 s, not a fresh 30 s.
