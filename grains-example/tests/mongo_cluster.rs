@@ -6,6 +6,9 @@
 //! cargo reports it as `ignored, SKIPPED: MONGODB_URI not set …`; with the cfg on it runs,
 //! and fails if `MONGODB_URI` is missing or the server cannot be reached.
 
+#[path = "support/mongo.rs"]
+mod mongo;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +16,7 @@ use granary_example::{Add, Counter, Get};
 use granary_proto::{codec, GrainId};
 use granary_runtime::prelude::*;
 use granary_runtime::GrainStorage;
-use granary_silo::storage::{MongoOptions, MongoStorage};
+use granary_silo::storage::MongoStorage;
 use granary_silo::testing::{eventually, TestCluster};
 use granary_silo::SiloConfig;
 use serde::{Deserialize, Serialize};
@@ -63,40 +66,13 @@ impl Handler<Count> for Lazy {
 
 granary_runtime::register_grain!(Lazy, handles = [Bump, Count]);
 
-/// `$MONGODB_URI`; the test is ignored unless `cfg(granary_mongodb)` is on, so reaching
-/// here without a URI (under `CI=true`, or with `--ignored`) is a failure, never a skip.
-fn mongodb_uri() -> String {
-    match std::env::var("MONGODB_URI") {
-        Ok(uri) if !uri.trim().is_empty() => uri,
-        _ => panic!(
-            "MONGODB_URI is not set, yet the MongoDB cluster test runs (CI=true or --ignored): \
-             start a server with `eval \"$(scripts/mongodb-test-server.sh start)\"`"
-        ),
-    }
-}
-
 #[cfg_attr(
     not(granary_mongodb),
     ignore = "SKIPPED: MONGODB_URI not set (see scripts/mongodb-test-server.sh)"
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grains_survive_slave_restarts_on_mongodb() {
-    let uri = mongodb_uri();
-    let database = format!("granary_cluster_{:08x}", fastrand::u32(..));
-    let options = MongoOptions {
-        database: database.clone(),
-        ..MongoOptions::default()
-    };
-    let store = std::sync::Arc::new(
-        MongoStorage::connect(&uri, options)
-            .await
-            .expect("connect to MONGODB_URI"),
-    );
-    let result = tokio::time::timeout(Duration::from_secs(120), scenario(store.clone())).await;
-    if let Ok(client) = mongodb::Client::with_uri_str(&uri).await {
-        let _ = client.database(&database).drop().await;
-    }
-    result.expect("the scenario finished in time");
+    mongo::on_scratch_database("granary_cluster", Duration::from_secs(120), scenario).await;
 }
 
 async fn scenario(store: std::sync::Arc<MongoStorage>) {

@@ -5,25 +5,17 @@
 //! silos restart on their old ports, which a cluster of a test running beside it in the
 //! same binary could have taken meanwhile.
 
+#[path = "support/mongo.rs"]
+mod mongo;
+
 use std::time::Duration;
 
 use granary_example::{Arm, Beacon, Beats};
 use granary_proto::GrainId;
 use granary_runtime::reminder::{shard_id, shard_of};
 use granary_runtime::{Grain, GrainStorage};
-use granary_silo::storage::{MongoOptions, MongoStorage};
+use granary_silo::storage::MongoStorage;
 use granary_silo::testing::TestCluster;
-
-/// `$MONGODB_URI`; reaching here without one (the test is not ignored) is a failure.
-fn mongodb_uri() -> String {
-    match std::env::var("MONGODB_URI") {
-        Ok(uri) if !uri.trim().is_empty() => uri,
-        _ => panic!(
-            "MONGODB_URI is not set, yet the MongoDB reminder test runs (CI=true or --ignored): \
-             start a server with `eval \"$(scripts/mongodb-test-server.sh start)\"`"
-        ),
-    }
-}
 
 /// A durable reminder on MongoDB: a `Beacon` beating every second keeps beating after
 /// the master and every slave crashed and came back (the shard tables are MongoDB
@@ -34,22 +26,7 @@ fn mongodb_uri() -> String {
 )]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reminder_survives_a_full_restart_on_mongodb() {
-    let uri = mongodb_uri();
-    let database = format!("granary_reminders_{:08x}", fastrand::u32(..));
-    let options = MongoOptions {
-        database: database.clone(),
-        ..MongoOptions::default()
-    };
-    let store = std::sync::Arc::new(
-        MongoStorage::connect(&uri, options)
-            .await
-            .expect("connect to MONGODB_URI"),
-    );
-    let result = tokio::time::timeout(Duration::from_secs(90), reminder(store)).await;
-    if let Ok(client) = mongodb::Client::with_uri_str(&uri).await {
-        let _ = client.database(&database).drop().await;
-    }
-    result.expect("the scenario finished in time");
+    mongo::on_scratch_database("granary_reminders", Duration::from_secs(90), reminder).await;
 }
 
 async fn beats_after(
