@@ -244,12 +244,17 @@ impl EmbeddedStorage {
     ) -> Result<T, StorageError> {
         let queue = self.writes.as_ref().expect("the queue lives until drop");
         let (reply, answer) = oneshot::channel();
+        // A stopped writer (the store is closing: a silo shutting down or killed) is an
+        // unavailable store, not a refusal: the caller may send the write again
+        // elsewhere (a write it had taken may have committed; its outcome is unknown).
         queue.send(make(reply)).await.map_err(|_| {
-            StorageError::Failed(format!("the writer of {} stopped", self.path.display()))
+            StorageError::Unavailable(format!("the writer of {} stopped", self.path.display()))
         })?;
-        answer
-            .await
-            .map_err(|_| StorageError::Failed("the writer stopped before answering".into()))?
+        answer.await.map_err(|_| {
+            StorageError::Unavailable(
+                "the writer stopped before answering: the outcome is unknown".into(),
+            )
+        })?
     }
 
     /// Runs `f` on the blocking pool with a handle to the database.
