@@ -70,7 +70,9 @@ impl Default for TestClusterBuilder {
             candidates: 1,
             silo: SiloConfig::default(),
             heartbeats: None,
-            cluster_key: Some(b"granary-test-cluster".to_vec()),
+            // A key of its own per cluster: a test's silo never joins (or answers)
+            // another test's cluster that reuses a freed port in the same binary.
+            cluster_key: Some(format!("granary-test-{:016x}", fastrand::u64(..)).into_bytes()),
             storage: None,
             shared_storage: false,
             http: false,
