@@ -16,7 +16,9 @@
 //!
 //! A seed that fails prints itself; `GRANARY_SIM_SEED=n` replays one seed,
 //! `GRANARY_SIM_SEEDS=n` explores more seeds than the default, and
-//! `GRANARY_SIM_SECONDS=n` runs each for longer.
+//! `GRANARY_SIM_SECONDS=n` runs each for longer; `GRANARY_SIM_TRACE=1` adds leases and
+//! hosting states to the events shown, and `GRANARY_SIM_LOG=1` prints the state
+//! machines' own logs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -617,6 +619,7 @@ impl Sim {
             self.tick_due();
             self.deliver_due();
             self.cluster_layer();
+            self.trace_changes();
             self.check()?;
             let serving =
                 (CANDIDATES.len()..self.nodes.len()).all(|s| self.nodes[s].may_write(self.now));
@@ -696,7 +699,7 @@ fn explore(seed: u64) {
     let run = Duration::from_secs(env("GRANARY_SIM_SECONDS", DEFAULT_SECONDS));
     let result = sim.run(run).and_then(|()| sim.heals());
     if let Err(e) = result {
-        let tail: Vec<&String> = sim.events.iter().rev().take(30).collect();
+        let tail: Vec<&String> = sim.events.iter().rev().take(60).collect();
         panic!(
             "seed {}: {e} at {}\nreplay: GRANARY_SIM_SEED={} cargo test -p granary-silo --lib simulation\nlast events:\n{}",
             sim.seed,
@@ -709,6 +712,12 @@ fn explore(seed: u64) {
 
 #[test]
 fn no_seed_breaks_one_writer_per_grain_or_one_master_at_a_time() {
+    if std::env::var_os("GRANARY_SIM_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_max_level(tracing::Level::DEBUG)
+            .try_init();
+    }
     if let Some(seed) = std::env::var("GRANARY_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
