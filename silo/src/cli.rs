@@ -86,7 +86,7 @@ pub struct SiloArgs {
     pub idle_timeout: Duration,
 
     /// Time between heartbeats (a slave missing 3 is declared dead; candidates beat each
-    /// other twice as often).
+    /// other eight times as often).
     #[arg(long, env = "GRANARY_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
     pub heartbeat_interval: Duration,
 

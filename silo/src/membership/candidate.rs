@@ -15,7 +15,7 @@
 //! - **Votes** go to a candidate at least as up to date as the voter (store position),
 //!   once per epoch, and never while the voter heard from an acting master within the
 //!   vote guard.
-//! - **Lease.** The acting master beats the others every `candidate_beat`; a round that a
+//! - **Lease.** The acting master beats the others every `leader_beat`; a round that a
 //!   majority acknowledged extends its lease to `sent + leader_lease`. A candidate that
 //!   acknowledged (or voted) votes for nobody else for `vote_guard > leader_lease`, so
 //!   by the time a new master is elected, the old one's lease has run out: two masters

@@ -242,9 +242,14 @@ pub struct Timing {
     /// `h/4`: how long after its lease ran out a slave still counts a store
     /// acknowledgement (less than `dead_after − hosting_lease`).
     pub write_grace: Duration,
-    /// `h/4`: candidates beat each other this often (and a slave whose master went quiet
-    /// looks for the next one this often).
+    /// `h/4`: the unit of the election's patience (a campaign waits two for votes, a
+    /// candidate's pause before campaigning is at most one); a slave whose master went
+    /// quiet looks for the next one this often; the shared-store lease ticks this often.
     pub candidate_beat: Duration,
+    /// `h/8`: candidates beat each other (and run their timers) this often: two beats
+    /// per `candidate_beat`, so on a slow or lossy link the acting master's lease has
+    /// several chances to be renewed before it runs out.
+    pub leader_beat: Duration,
     /// `m × h/4`: the acting master's lease, from when it sent a beat that a majority
     /// acknowledged.
     pub leader_lease: Duration,
@@ -272,6 +277,7 @@ impl Timing {
             hosting_lease: dead_after.saturating_sub(h / 2),
             write_grace: h / 4,
             candidate_beat,
+            leader_beat: h / 8,
             leader_lease,
             vote_guard: leader_lease + candidate_beat,
             rebuild_window: dead_after,

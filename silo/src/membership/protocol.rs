@@ -86,12 +86,12 @@ impl Protocol {
         }
     }
 
-    /// How often [`Self::on_tick`] must run: candidates beat four times per heartbeat
-    /// interval; a slave adopts the master's interval (four times faster while its
-    /// master is quiet).
+    /// How often [`Self::on_tick`] must run: candidates tick (and the acting master
+    /// beats) eight times per heartbeat interval; a slave adopts the master's interval
+    /// (four times faster while its master is quiet).
     pub(super) fn tick_interval(&self) -> Duration {
         match self {
-            Protocol::Candidate(c) => Timing::new(c.params()).candidate_beat,
+            Protocol::Candidate(c) => Timing::new(c.params()).leader_beat,
             Protocol::Slave(s) => s.tick_interval(),
         }
     }
