@@ -368,6 +368,17 @@ impl Slave {
             tracing::debug!(%from, epoch, known = self.epoch, "ignoring a WELCOME from an older epoch");
             return;
         }
+        // A WELCOME from the master we follow, in its epoch, while joined, is usually a
+        // resend (our heartbeat carried an old view): no admission. But if it lists us as
+        // suspended (or not at all), the master answered a HANDSHAKE of ours that arrived
+        // late, after it had declared us dead and placed our grains elsewhere, and admitted
+        // us again: that is an admission (found by the simulation; two writers otherwise).
+        let readmitted = members
+            .iter()
+            .find(|m| m.id == self.me)
+            .is_none_or(|m| m.load.suspended);
+        let newcomer =
+            self.master != Some(from) || epoch != self.epoch || !self.joined || readmitted;
         if self.master != Some(from) {
             match self.master {
                 Some(old) => {
@@ -383,22 +394,20 @@ impl Slave {
             self.epoch = epoch;
             self.table.dirty.membership = true;
         }
-        // Every WELCOME is an admission (replayed or reordered ones were dropped above):
-        // a new master, this one again after we lost it, or this one answering a
-        // HANDSHAKE of ours that arrived late, after it had declared us dead and placed
-        // our grains elsewhere, while we thought ourselves still joined (found by the
-        // simulation). Report what we host before serving it again. Grains are kept only
-        // under an unbroken lease: once it ran out, a master may have placed them
-        // elsewhere (in this epoch or an earlier one), so they are dropped and an empty
-        // silo is reported.
-        if self.lease_until.is_some_and(|until| now >= until) {
-            tracing::warn!(
-                "joining the acting master {from} (epoch {epoch}) after this silo's hosting lease ran out: \
-                 its grains may live elsewhere now, dropping them"
-            );
-            self.fence(now);
-        } else {
-            self.admit();
+        if newcomer {
+            // Report what we host before serving this master. Grains are kept only under
+            // an unbroken lease: once it ran out, a master may have placed them elsewhere
+            // (in this epoch or an earlier one), so they are dropped and an empty silo is
+            // reported.
+            if self.lease_until.is_some_and(|until| now >= until) {
+                tracing::warn!(
+                    "joining the acting master {from} (epoch {epoch}) after this silo's hosting lease ran out: \
+                     its grains may live elsewhere now, dropping them"
+                );
+                self.fence(now);
+            } else {
+                self.admit();
+            }
         }
         self.master_addr = Some(src);
         self.master_seq = seq;
