@@ -284,6 +284,7 @@ impl Membership {
                                 load: io.load,
                                 position: io.position,
                                 reported: io.reported,
+                                reported_seen: 0,
                                 external: io.external,
                                 hosting: io.hosting,
                                 hosting_published: None,

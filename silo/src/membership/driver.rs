@@ -96,8 +96,10 @@ pub(super) struct Driver {
     pub(super) load: watch::Receiver<LoadReport>,
     /// A candidate's store position, read before every event.
     pub(super) position: watch::Receiver<StorePosition>,
-    /// A slave: the newest epoch whose master accepted its directory report.
+    /// A slave: the newest admission whose directory report the master accepted.
     pub(super) reported: watch::Receiver<u64>,
+    /// The value of `reported` the protocol was last given.
+    pub(super) reported_seen: u64,
     /// Shared-store mode: the lease task's verdicts.
     pub(super) external: Option<mpsc::Receiver<ExternalLease>>,
     /// A slave's hosting lease, renewed from the protocol after every event.
@@ -135,7 +137,15 @@ impl Driver {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut external = self.external.take();
         loop {
-            self.sync_inputs();
+            if self.sync_inputs() {
+                // A report was accepted: heartbeat at once, so the new master renews the
+                // lease without waiting for the next tick. (Checked here, not only when
+                // `reported` wakes the loop: any other event may have read it first.)
+                let load = *self.load.borrow();
+                let mut out = Outbox::new();
+                self.protocol.on_tick(Instant::now(), load, &mut out);
+                self.finish(out, false).await;
+            }
             tokio::select! {
                 biased;
                 () = abort.cancelled() => return,
@@ -162,15 +172,8 @@ impl Driver {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 },
-                // A report was accepted: heartbeat at once, so the new master renews the
-                // lease without waiting for the next tick.
-                Ok(()) = self.reported.changed() => {
-                    self.sync_inputs();
-                    let load = *self.load.borrow();
-                    let mut out = Outbox::new();
-                    self.protocol.on_tick(Instant::now(), load, &mut out);
-                    self.finish(out, false).await;
-                }
+                // A report was accepted: handled at the top of the loop.
+                Ok(()) = self.reported.changed() => {}
                 Some(lease) = async { match external.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     let mut out = Outbox::new();
                     self.protocol.on_external(Instant::now(), lease, &mut out);
@@ -207,12 +210,16 @@ impl Driver {
         }
     }
 
-    /// Feeds the inputs other parts of the silo own into the protocol.
-    fn sync_inputs(&mut self) {
+    /// Feeds the inputs other parts of the silo own into the protocol; true when a newer
+    /// directory report was accepted since the last call.
+    fn sync_inputs(&mut self) -> bool {
         let position = *self.position.borrow_and_update();
         self.protocol.set_position(position);
         let reported = *self.reported.borrow_and_update();
         self.protocol.set_reported(reported);
+        let newer = reported > self.reported_seen;
+        self.reported_seen = self.reported_seen.max(reported);
+        newer
     }
 
     /// After an event: persist the election state if it changed (the packets depend on
