@@ -1,10 +1,10 @@
 //! The silo processes of a run: the topology, starting them (inside their namespace),
 //! signals, restarts, and waiting until they serve.
 //!
-//! Slots `0..candidates` are master candidates, the rest slaves. Today one candidate
-//! runs (`--role master`); with more, each candidate is given the others' UDP addresses
-//! as `--peer` and every slave all of them as `--master`, the flags of standby masters
-//! (a silo without them refuses to start, so such a run fails loudly, not quietly).
+//! Slots `0..candidates` are master candidates (`--role master`), the rest slaves. With
+//! more than one candidate, each is given the others' UDP addresses as `--peer` and its
+//! own embedded store (standbys keep replicas), and every slave all of them as
+//! `--master`.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -26,7 +26,7 @@ pub const KEY: &str = "granary-chaos";
 /// How many silos of each kind.
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct Topology {
-    /// Master candidates (1 until standby masters exist).
+    /// Master candidates (the acting master and its standbys).
     pub candidates: usize,
     /// Slaves.
     pub slaves: usize,

@@ -59,7 +59,8 @@ struct Common {
     /// Slaves.
     #[arg(long, default_value_t = 3)]
     slaves: usize,
-    /// Master candidates (1 until standby masters exist).
+    /// Master candidates: 1 runs a lone master; with more, they elect the acting master
+    /// and the others stand by, each with a replica of the embedded store.
     #[arg(long, default_value_t = 1)]
     candidates: usize,
     /// Where run directories go.

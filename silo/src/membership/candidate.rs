@@ -852,6 +852,3 @@ impl Candidate {
         snapshot
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,6 +1,7 @@
 //! Master candidates: the election (Bully-ordered, by majority, with epochs), leases that
 //! never overlap, failover with slaves following the new master, an up-to-date store
-//! winning, persisted votes, and a restarted master rejoining as a standby.
+//! winning, persisted votes, a restarted master rejoining as a standby, and a slave that
+//! knows only a standby finding the acting master through NOT_LEADER hints.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -236,4 +237,38 @@ fn a_lone_candidate_cannot_act_without_a_majority() {
     run_checked(&mut net, Duration::from_secs(5), |_, _| false);
     assert_eq!(acting(&net).len(), 1);
     assert!(net.nodes.iter().all(|n| n.persisted.epoch <= 2));
+}
+
+#[test]
+fn a_slave_given_one_standby_finds_the_acting_master_through_its_hint() {
+    let mut net = cluster(0);
+    run_checked(&mut net, Duration::from_secs(2), |_, _| false);
+    let first = acting(&net)[0];
+    // A slave that knows one candidate only, a standby (Bully: node 2 acts, node 0 stands by).
+    assert_eq!(first, 2);
+    let standby = 0;
+    let config = MembershipConfig::slave(net.nodes[standby].id.udp)
+        .with_heartbeat_interval(INTERVAL)
+        .with_missed_heartbeats(3);
+    let slave = net.add(config, sid(8000, 1));
+    run_checked(&mut net, Duration::from_secs(1), |_, _| false);
+    assert!(
+        net.sent("NOT_LEADER") >= 1,
+        "the standby names the acting master"
+    );
+    let snap = net.snap(slave);
+    assert_eq!(snap.master, Some(net.nodes[first].id));
+    assert_eq!(snap.hosting, Hosting::Serving);
+
+    // The acting master dies. The slave knows the standby it was given and the dead master
+    // it was told of; Bully order makes node 1, which it never heard of, act next: only
+    // the standby's next hint can lead the slave there.
+    net.nodes[first].down = true;
+    run_checked(&mut net, Duration::from_secs(3), |_, _| false);
+    let second = acting(&net);
+    assert_eq!(second, vec![1]);
+    let snap = net.snap(slave);
+    assert_eq!(snap.master, Some(net.nodes[second[0]].id));
+    assert_eq!(snap.epoch, 2);
+    assert_eq!(snap.hosting, Hosting::Serving);
 }

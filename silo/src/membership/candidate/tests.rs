@@ -1,1 +1,0 @@
-//! Election tests (to come).
