@@ -2,8 +2,9 @@
 //! three master candidates and four slaves run the real membership state machines (no
 //! sockets, a virtual clock), the acting master keeps a real [`Directory`], and a model of
 //! the cluster layer does what `ClusterSilo` does around them — slaves report their
-//! grains after every admission and drop them when fenced, grains are activated where
-//! the directory places them, the acting master forgets the grains of dead slaves.
+//! grains after every admission (and heartbeat at once when a report is accepted, as
+//! the driver does) and drop them when fenced, grains are activated where the directory
+//! places them, the acting master forgets the grains of dead slaves.
 //!
 //! The network loses, delays, duplicates and reorders datagrams; silos crash and come
 //! back (candidates with their persisted election state, slaves as a new generation);
@@ -490,6 +491,13 @@ impl Sim {
             let admission = snapshot.admission;
             self.nodes[s].reported = admission;
             self.nodes[s].protocol.set_reported(admission);
+            // As the driver does: heartbeat at once after an accepted report, so the new
+            // master renews the hosting lease without waiting for the next tick.
+            let mut out = Outbox::new();
+            self.nodes[s]
+                .protocol
+                .on_tick(self.now, LoadReport::default(), &mut out);
+            self.send(s, out);
             let kept: Vec<u32> = self.nodes[s].hosted.iter().copied().collect();
             let to = self.nodes[m].id.udp.port();
             self.detail(|| {
