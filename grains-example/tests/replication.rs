@@ -9,7 +9,9 @@
 //!   or than a level it has already read, every reply checked; and replicas serve;
 //! - a single-activation grain stays single however hot.
 //!
-//! Copy counts are polled with deadlines; no assertion is about speed.
+//! The replication metrics (`/metrics`: copies by role on each slave, the master's
+//! decisions) are checked against the copy sets. Copy counts are polled with deadlines;
+//! no assertion is about speed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +27,9 @@ use granary_silo::replication::CopyRole;
 use granary_silo::testing::TestCluster;
 use granary_silo::SiloConfig;
 use tokio::time::Instant;
+
+mod support;
+use support::metrics::scrape;
 
 const STABLE: Duration = Duration::from_secs(10);
 const COOL_DOWN: Duration = Duration::from_secs(2);
@@ -59,6 +64,7 @@ async fn cluster() -> TestCluster {
         .slaves(3)
         .heartbeats(Duration::from_millis(100), 10)
         .silo_config(config())
+        .http()
         .build()
         .await
         .unwrap();
@@ -97,6 +103,26 @@ fn handled(cluster: &TestCluster, grain: &GrainId) -> HashMap<SiloAddr, u64> {
             (s.addr(), n)
         })
         .collect()
+}
+
+/// The master's `granary_replication_decisions_total{decision}`.
+async fn decisions(cluster: &TestCluster, decision: &str) -> f64 {
+    scrape(cluster.master()).await.sum(
+        "granary_replication_decisions_total",
+        &[("decision", decision)],
+    )
+}
+
+/// `granary_replicas{grain_type, role}` summed over the running slaves.
+async fn replicas_exported(cluster: &TestCluster, grain: &GrainId, role: CopyRole) -> f64 {
+    let mut total = 0.0;
+    for (_, slave) in cluster.slaves() {
+        total += scrape(slave).await.sum(
+            "granary_replicas",
+            &[("grain_type", &grain.type_name), ("role", role.as_str())],
+        );
+    }
+    total
 }
 
 /// Closed-loop load: `callers` tasks calling `call` until `stop`.
@@ -178,6 +204,27 @@ async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_s
         hosting.iter().all(|h| h.role == CopyRole::Worker),
         "{hosting:?}"
     );
+    // The metrics say the same: the master counts the copies it added, and the slaves
+    // export every worker activation they host (a silo may host two local copies;
+    // retried: a copy may come or go between the scrapes and the count).
+    assert!(decisions(&cluster, "grown").await >= (copies.len() - 1) as f64);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exported = replicas_exported(&cluster, &grain, CopyRole::Worker).await;
+        let hosted = cluster
+            .slaves()
+            .flat_map(|(_, s)| s.hosted())
+            .filter(|h| h.grain == grain && h.role == CopyRole::Worker)
+            .count() as f64;
+        if exported == hosted && hosted >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slaves export {exported} worker copies and host {hosted}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -197,6 +244,20 @@ async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_s
         "copies removed {:?} after the load stopped (cool-down {COOL_DOWN:?})",
         stopped.elapsed()
     );
+    // Each removed copy is counted once: scaled in after the cool-down (`shrunk`), or
+    // released when it deactivated on its own first (`dropped`).
+    let (shrunk, dropped) = (
+        decisions(&cluster, "shrunk").await,
+        decisions(&cluster, "dropped").await,
+    );
+    eprintln!("copies removed: {shrunk} scaled in, {dropped} released");
+    assert!(
+        shrunk + dropped >= (copies.len() - 1) as f64,
+        "{shrunk} + {dropped} removals counted for {} copies",
+        copies.len()
+    );
+    let master = scrape(cluster.master()).await;
+    assert_eq!(master.sum("granary_replicated_grains", &[]), 0.0);
     client.close().await;
     cluster.shutdown().await;
 }
@@ -277,6 +338,10 @@ async fn a_dead_slave_s_worker_copy_leaves_the_set_and_the_other_copies_serve() 
     eprintln!(
         "copy set without the dead slave {:?} after the kill",
         killed.elapsed()
+    );
+    assert!(
+        decisions(&cluster, "dropped").await >= 1.0,
+        "the master counts the dropped copy"
     );
     // ... and calls keep succeeding on the other copies: every caller goes on.
     let ok_then = ok.load(Ordering::Relaxed);

@@ -25,12 +25,14 @@
 //! - the client binary: [`client_bin`] (one gateway, must succeed, stdout) or
 //!   [`run_client`] (any arguments, any outcome);
 //! - the library client: [`connect`] (with [`KEY`]) and [`get_counter`];
-//! - [`bounded`] around a test body, so a hang fails with the logs printed.
+//! - [`bounded`] around a test body, so a hang fails with the logs printed;
+//! - `/metrics` of in-process silos: [`metrics::scrape`] (parsed and checked).
 
 // Every test binary includes this module and uses only part of it.
 #![allow(dead_code)]
 
 mod load;
+pub mod metrics;
 mod procs;
 mod readme;
 pub mod walkthrough;

@@ -69,7 +69,7 @@ impl Collector for ReplicationCollector {
         let mut m = family(
             &mut encoder,
             "granary_replication_decisions",
-            "The master only: copies added (grown), removed after the cool-down (shrunk), or removed because a silo or the home went away (dropped).",
+            "The master only: copies added (grown), removed by a scale-in decision after the cool-down (shrunk), or removed because the copy deactivated after idling for the cool-down, or its silo or home went away (dropped).",
             None,
             MetricType::Counter,
         )?;
