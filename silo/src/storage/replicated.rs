@@ -53,6 +53,8 @@ const MAX_APPEND_BYTES: usize = 6 * 1024 * 1024;
 const REPLICATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a standby could not be reached.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between snapshot attempts to a standby that keeps failing them.
+const SNAPSHOT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One committed batch in the acting master's log.
 #[derive(Debug)]
@@ -462,8 +464,13 @@ fn begin_epoch(shared: &Arc<Shared>, epoch: u64, tasks: &TaskTracker, senders: C
 fn end_epoch(shared: &Shared, epoch: u64) {
     shared.hook.set_epoch(0);
     shared.serving.send_replace(0);
-    let waiting = std::mem::take(&mut shared.lock().waiting);
-    shared.lock().epoch = 0;
+    // One lock for both: a batch fed in between would otherwise join the list after it
+    // was emptied, still matching the epoch, and its callers would wait for nothing.
+    let waiting = {
+        let mut state = shared.lock();
+        state.epoch = 0;
+        std::mem::take(&mut state.waiting)
+    };
     let stranded: usize = waiting.iter().map(|(_, w)| w.len()).sum();
     if stranded > 0 {
         tracing::warn!("stopped acting as master for epoch {epoch} with {stranded} write(s) not yet held by a majority: their outcome is unknown");
@@ -540,6 +547,7 @@ fn next_for(shared: &Shared, at: Option<StorePosition>) -> Next {
 async fn send_to(shared: Arc<Shared>, addr: SocketAddr, stop: CancellationToken) {
     let epoch = shared.lock().epoch;
     let mut at: Option<StorePosition> = None;
+    let mut snapshot_failures: u32 = 0;
     loop {
         if stop.is_cancelled() {
             return;
@@ -562,6 +570,7 @@ async fn send_to(shared: Arc<Shared>, addr: SocketAddr, stop: CancellationToken)
             Next::Snapshot => {
                 match send_snapshot(&shared, addr, epoch, &stop).await {
                     Ok(position) => {
+                        snapshot_failures = 0;
                         tracing::info!(
                             "sent a snapshot of the store to the standby at {addr} (at {position})"
                         );
@@ -569,8 +578,24 @@ async fn send_to(shared: Arc<Shared>, addr: SocketAddr, stop: CancellationToken)
                         record(&shared, addr, position);
                     }
                     Err(e) => {
-                        tracing::debug!("snapshot to the standby at {addr} failed: {e}");
-                        pause(&stop).await;
+                        // The standby answered (it is behind or elsewhere) but could not
+                        // take the copy: that keeps it, and possibly a new master's
+                        // barrier, from progressing. Warn on the first failure of a streak
+                        // and at each doubling; back off, since every try exports the
+                        // whole store again.
+                        snapshot_failures += 1;
+                        let wait = RETRY_PAUSE
+                            .saturating_mul(1 << snapshot_failures.min(6))
+                            .min(SNAPSHOT_RETRY_MAX);
+                        if snapshot_failures.is_power_of_two() {
+                            tracing::warn!(
+                                "a snapshot of the store to the standby at {addr} failed ({snapshot_failures} in a row): {e}; retrying in {wait:?}"
+                            );
+                        }
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
                     }
                 }
                 continue;
