@@ -144,17 +144,21 @@ where
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_stops() {
-    let cluster = cluster().await;
-    let client = cluster.client().await.unwrap();
-    let grain = GrainId::new(Digest::TYPE_NAME, "hot");
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let workers = {
-        let (client, errors) = (client.clone(), errors.clone());
-        load(16, &stop, move |i| {
-            let (client, errors) = (client.clone(), errors.clone());
+/// 16 closed-loop callers of the hot `Digest` worker, every reply checked; failures
+/// are kept with the number of calls that had succeeded when they happened.
+struct DigestLoad {
+    ok: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<(u64, String)>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl DigestLoad {
+    fn start(client: &Client, stop: &Arc<AtomicBool>) -> Self {
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let (c, o, e) = (client.clone(), ok.clone(), errors.clone());
+        let workers = load(16, stop, move |i| {
+            let (client, ok, errors) = (c.clone(), o.clone(), e.clone());
             async move {
                 let reply = client
                     .grain::<Digest>("hot")
@@ -165,15 +169,49 @@ async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_s
                     .timeout(Duration::from_secs(10))
                     .await;
                 match reply {
-                    Ok(v) => assert_eq!(v, granary_example::digest::mix(i as u64, ROUNDS)),
+                    Ok(v) => {
+                        assert_eq!(v, granary_example::digest::mix(i as u64, ROUNDS));
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
                     Err(e) => {
-                        errors.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("digest call failed: {e}");
+                        let at = ok.load(Ordering::Relaxed);
+                        errors.lock().unwrap().push((at, e.to_string()));
                     }
                 }
             }
-        })
-    };
+        });
+        DigestLoad {
+            ok,
+            errors,
+            workers,
+        }
+    }
+
+    fn succeeded(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> usize {
+        self.errors.lock().unwrap().len()
+    }
+
+    /// Waits for the callers (after `stop` was set): calls succeeded, and the failures.
+    async fn stop(self) -> (u64, Vec<(u64, String)>) {
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_stops() {
+    let cluster = cluster().await;
+    let client = cluster.client().await.unwrap();
+    let grain = GrainId::new(Digest::TYPE_NAME, "hot");
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = DigestLoad::start(&client, &stop);
 
     let copies = poll(
         "copies of the hot worker on more than one slave",
@@ -227,11 +265,9 @@ async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_s
     }
 
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let (_, errors) = load.stop().await;
     let stopped = Instant::now();
-    assert_eq!(errors.load(Ordering::Relaxed), 0, "calls failed under load");
+    assert!(errors.is_empty(), "calls failed under load: {errors:?}");
     // Within the cool-down plus one sweep (a report and a decision: 100 ms each here),
     // with room for a loaded machine.
     poll(
@@ -275,34 +311,7 @@ async fn a_dead_slave_s_worker_copy_leaves_the_set_and_the_other_copies_serve() 
     let client = Client::connect(config).await.unwrap();
     let grain = GrainId::new(Digest::TYPE_NAME, "hot");
     let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
-    let workers = {
-        let (client, ok, errors) = (client.clone(), ok.clone(), errors.clone());
-        load(16, &stop, move |i| {
-            let (client, ok, errors) = (client.clone(), ok.clone(), errors.clone());
-            async move {
-                let reply = client
-                    .grain::<Digest>("hot")
-                    .ask(Hash {
-                        seed: i as u64,
-                        rounds: ROUNDS,
-                    })
-                    .timeout(Duration::from_secs(10))
-                    .await;
-                match reply {
-                    Ok(v) => {
-                        assert_eq!(v, granary_example::digest::mix(i as u64, ROUNDS));
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        let at = ok.load(Ordering::Relaxed);
-                        errors.lock().unwrap().push((at, e.to_string()));
-                    }
-                }
-            }
-        })
-    };
+    let load = DigestLoad::start(&client, &stop);
     let copies = poll(
         "copies of the hot worker on more than one slave",
         Duration::from_secs(30),
@@ -312,11 +321,7 @@ async fn a_dead_slave_s_worker_copy_leaves_the_set_and_the_other_copies_serve() 
         },
     )
     .await;
-    assert!(
-        errors.lock().unwrap().is_empty(),
-        "{:?}",
-        errors.lock().unwrap()
-    );
+    assert_eq!(load.failed(), 0, "{:?}", load.errors.lock().unwrap());
     let victim_addr = copies[0];
     let victim = cluster
         .slaves()
@@ -344,29 +349,22 @@ async fn a_dead_slave_s_worker_copy_leaves_the_set_and_the_other_copies_serve() 
         "the master counts the dropped copy"
     );
     // ... and calls keep succeeding on the other copies: every caller goes on.
-    let ok_then = ok.load(Ordering::Relaxed);
+    let ok_then = load.succeeded();
     poll(
         "calls succeed after the copy left",
         Duration::from_secs(20),
-        || (ok.load(Ordering::Relaxed) > ok_then + 200).then_some(()),
+        || (load.succeeded() > ok_then + 200).then_some(()),
     )
     .await;
-    let failed_then = errors.lock().unwrap().len();
-    let ok_later = ok.load(Ordering::Relaxed);
+    let failed_then = load.failed();
+    let ok_later = load.succeeded();
     poll("more calls succeed", Duration::from_secs(20), || {
-        (ok.load(Ordering::Relaxed) > ok_later + 200).then_some(())
+        (load.succeeded() > ok_later + 200).then_some(())
     })
     .await;
     stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let errors = errors.lock().unwrap().clone();
-    eprintln!(
-        "{} calls succeeded, {} failed: {errors:?}",
-        ok.load(Ordering::Relaxed),
-        errors.len()
-    );
+    let (ok, errors) = load.stop().await;
+    eprintln!("{ok} calls succeeded, {} failed: {errors:?}", errors.len());
     // A call in flight on the dead slave fails as lost in flight (its outcome is
     // unknown: the runtime does not resend it). In 5 runs 0-15 of the 16 callers saw
     // one, all at the kill; allow a second per caller routed before the connection's
