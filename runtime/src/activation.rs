@@ -377,9 +377,18 @@ pub(crate) fn decode_message<M: Message>(body: Body) -> Result<M, CallError> {
 }
 
 /// Maps a handler's error to the call error the caller sees.
+///
+/// A handler that returns [`CallError::Cancelled`] (a call it made was cancelled because
+/// its own caller gave up, and it passed that on with `?`) ends as cancelled, not as a
+/// handler failure. Other call errors a handler returns stay handler failures: passing,
+/// say, a nested call's "not delivered" through would tell the caller that its own call
+/// is safe to resend, after the handler may have acted.
 pub(crate) fn handler_error(err: GrainError) -> CallError {
     if let Some(storage) = err.downcast_ref::<StorageError>() {
         return CallError::Storage(storage.to_string());
+    }
+    if let Some(CallError::Cancelled) = err.downcast_ref::<CallError>() {
+        return CallError::Cancelled;
     }
     if let Some(stream) = err.downcast_ref::<crate::streaming::SendError>() {
         return stream.to_call_error();

@@ -108,3 +108,15 @@ fn storage_errors_from_handlers_map_to_storage_call_errors() {
     let err: GrainError = "nope".into();
     assert_eq!(handler_error(err), CallError::Handler("nope".into()));
 }
+
+#[test]
+fn a_cancelled_nested_call_passed_on_ends_the_call_as_cancelled() {
+    let err: GrainError = Box::new(CallError::Cancelled);
+    assert_eq!(handler_error(err), CallError::Cancelled);
+    // Any other call error stays the handler's failure (its delivery is the handler's).
+    let err: GrainError = Box::new(CallError::MailboxFull);
+    assert_eq!(
+        handler_error(err),
+        CallError::Handler(CallError::MailboxFull.to_string())
+    );
+}
