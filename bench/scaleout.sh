@@ -6,10 +6,15 @@
 #
 #   sudo bash bench/scaleout.sh                       # defaults below
 #   QUOTA=0.3 RUNS=3 MAX_N=5 WIDTH=1600 HEIGHT=1200 MAX_ITER=6000 bash bench/scaleout.sh
+#   CPU=taskset MAX_N=2 bash bench/scaleout.sh         # the fallback, see below
 #
-# Needs root (it creates /sys/fs/cgroup/cpu/granary-scaleout-*). Builds the release
-# `silo` and `client` of grains-example first (in the workspace's target directory).
-# Writes the table to stdout and to bench/results/scaleout-<unix time>.md.
+# CPU=cgroup (the default when /sys/fs/cgroup/cpu is writable: root, cgroup v1) creates
+# /sys/fs/cgroup/cpu/granary-scaleout-*. CPU=taskset (the fallback, chosen by itself
+# when the cgroup is not writable) pins slave s to core s mod nproc instead: one whole
+# core per slave, so only N <= nproc slaves are equal nodes (MAX_N defaults to nproc
+# there, and the master and client share the cores). Builds the release `silo` and
+# `client` of grains-example first (in the workspace's target directory). Writes the
+# table to stdout and to bench/results/scaleout-<unix time>.md.
 #
 # Quota: QUOTA CPUs per slave (cpu.cfs_quota_us = QUOTA × cpu.cfs_period_us). Keep
 # MAX_N × QUOTA below the cores the machine can spare (on a 2-core machine 5 × 0.3 =
@@ -17,9 +22,19 @@
 # compete for cores and N slaves are no longer N equal nodes.
 set -euo pipefail
 
+cg=/sys/fs/cgroup/cpu
+if [[ -z ${CPU:-} ]]; then
+    if [[ -w $cg ]]; then CPU=cgroup; else CPU=taskset; fi
+fi
+case $CPU in
+    cgroup) [[ -w $cg ]] || { echo "scaleout: $cg is not writable (run as root, cgroup v1 cpu; or CPU=taskset)" >&2; exit 1; } ;;
+    taskset) command -v taskset >/dev/null || { echo "scaleout: no taskset (util-linux) and no writable $cg" >&2; exit 1; } ;;
+    *) echo "scaleout: CPU=$CPU: cgroup or taskset" >&2; exit 1 ;;
+esac
+cores=$(nproc)
 QUOTA=${QUOTA:-0.3}
 RUNS=${RUNS:-3}
-MAX_N=${MAX_N:-5}
+if [[ $CPU == cgroup ]]; then MAX_N=${MAX_N:-5}; else MAX_N=${MAX_N:-$cores}; fi
 WIDTH=${WIDTH:-1600}
 HEIGHT=${HEIGHT:-1200}
 MAX_ITER=${MAX_ITER:-6000}
@@ -27,8 +42,9 @@ BANDS=${BANDS:-300}
 WORKERS=${WORKERS:-15}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cg=/sys/fs/cgroup/cpu
-[[ -w $cg ]] || { echo "scaleout: $cg is not writable (run as root, cgroup v1 cpu)" >&2; exit 1; }
+if [[ $CPU == taskset ]] && ((MAX_N > cores)); then
+    echo "scaleout: warning: CPU=taskset with MAX_N=$MAX_N > $cores cores: slaves beyond $cores share cores, so S(N) cannot grow past $cores" >&2
+fi
 
 (cd "$root" && cargo build --quiet --release -p granary-example --bin silo --bin client)
 silo=$root/target/release/silo
@@ -45,8 +61,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-period=$(cat $cg/cpu.cfs_period_us)
-quota_us=$(awk -v q="$QUOTA" -v p="$period" 'BEGIN { printf "%d", q * p }')
+if [[ $CPU == cgroup ]]; then
+    period=$(cat $cg/cpu.cfs_period_us)
+    quota_us=$(awk -v q="$QUOTA" -v p="$period" 'BEGIN { printf "%d", q * p }')
+fi
 
 free_port() { # a free TCP or UDP port on 127.0.0.1
     python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_STREAM if sys.argv[1]=='tcp' else socket.SOCK_DGRAM); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])" "$1"
@@ -70,16 +88,22 @@ measure() {
         --udp 127.0.0.1:$mudp --storage memory >"$work/master-$n.log" 2>&1 &
     pids+=($!)
     for ((s = 0; s < n; s++)); do
-        local g=$cg/granary-scaleout-$$-$s
-        [[ -d $g ]] || mkdir "$g"
-        groups+=("$g")
-        echo "$quota_us" >"$g/cpu.cfs_quota_us"
         local stcp sudp
         stcp=$(free_port tcp); sudp=$(free_port udp)
-        # The slave enters its cgroup before exec, so every thread it starts is in it.
-        RUST_LOG=warn,granary_silo::membership=info sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
-            sh "$g" "$silo" --role slave --listen 127.0.0.1:$stcp --udp 127.0.0.1:$sudp \
-            --master 127.0.0.1:$mudp >"$work/slave-$n-$s.log" 2>&1 &
+        local slave=("$silo" --role slave --listen 127.0.0.1:$stcp --udp 127.0.0.1:$sudp
+            --master 127.0.0.1:$mudp)
+        if [[ $CPU == cgroup ]]; then
+            local g=$cg/granary-scaleout-$$-$s
+            [[ -d $g ]] || mkdir "$g"
+            groups+=("$g")
+            echo "$quota_us" >"$g/cpu.cfs_quota_us"
+            # The slave enters its cgroup before exec, so every thread it starts is in it.
+            RUST_LOG=warn,granary_silo::membership=info sh -c 'echo $$ > "$1/cgroup.procs"; shift; exec "$@"' \
+                sh "$g" "${slave[@]}" >"$work/slave-$n-$s.log" 2>&1 &
+        else
+            RUST_LOG=warn,granary_silo::membership=info taskset -c $((s % cores)) \
+                "${slave[@]}" >"$work/slave-$n-$s.log" 2>&1 &
+        fi
         pids+=($!)
     done
     for ((s = 0; s < n; s++)); do wait_for "$work/slave-$n-$s.log" "joined the master" 30; done
@@ -101,7 +125,11 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 results=$root/bench/results/scaleout-$(date +%s).md
 {
     echo "Mandelbrot ${WIDTH}x${HEIGHT}, max_iter $MAX_ITER, $BANDS bands, $WORKERS workers;"
-    echo "each slave limited to $QUOTA CPU (cfs_quota_us $quota_us / period $period);"
+    if [[ $CPU == cgroup ]]; then
+        echo "each slave limited to $QUOTA CPU (cfs_quota_us $quota_us / period $period);"
+    else
+        echo "slave s pinned to core s mod $cores (taskset; the master and the client unpinned);"
+    fi
     echo "median of $RUNS runs; $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)."
     echo
     echo "| N | T(N) s (runs) | S(N) | S(N)/N |"
