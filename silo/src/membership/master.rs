@@ -7,6 +7,7 @@
 //! SLAVE_DISCONNECT, one per change, each numbered with the master's `view`), and
 //! declares a slave dead when it has been silent for longer than `dead_after`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -34,6 +35,12 @@ pub(super) struct Master {
     lone: bool,
     /// Membership version on the wire: +1 per announced change.
     view: u64,
+    /// Slaves admitted again after this master declared them dead (their grains may
+    /// live elsewhere now), with the view of that admission. Every WELCOME lists them as
+    /// suspended, which tells the slave it is an admission (report before serving),
+    /// until a heartbeat shows it applied a WELCOME of that view or later. (Not their
+    /// load: the slave's own heartbeats overwrite that, and may come first.)
+    readmitted: BTreeMap<SiloId, u64>,
 }
 
 impl Master {
@@ -52,6 +59,7 @@ impl Master {
             params,
             lone,
             view: 1,
+            readmitted: BTreeMap::new(),
         }
     }
 
@@ -100,6 +108,9 @@ impl Master {
                 entry.last_heard = now;
                 entry.addr = src;
                 self.table.set_load(&from, load);
+                if self.readmitted.get(&from).is_some_and(|&at| view >= at) {
+                    self.readmitted.remove(&from);
+                }
                 if view < self.view || epoch != self.epoch {
                     // It missed a SLAVE_CONNECT/DISCONNECT, or the WELCOME of this epoch:
                     // resend the whole list (with the epoch).
@@ -192,6 +203,7 @@ impl Master {
         }
         self.view += 1;
         if rejoin {
+            self.readmitted.insert(from, self.view);
             tracing::info!("slave {from} joined again (membership view {})", self.view);
         } else {
             tracing::info!("slave {from} joined (membership view {})", self.view);
@@ -224,6 +236,7 @@ impl Master {
         if !self.table.depart(id, status) {
             return;
         }
+        self.readmitted.remove(id);
         self.view += 1;
         let disconnect = PacketBody::SlaveDisconnect {
             member: *id,
@@ -237,11 +250,17 @@ impl Master {
 
     /// The WELCOME for a (re)joining slave.
     fn welcome(&self) -> PacketBody {
+        let mut members = self.table.wire_members();
+        for m in &mut members {
+            if self.readmitted.contains_key(&m.id) {
+                m.load.suspended = true;
+            }
+        }
         PacketBody::Welcome {
             epoch: self.epoch,
             view: self.view,
             params: self.params,
-            members: self.table.wire_members(),
+            members,
         }
     }
 

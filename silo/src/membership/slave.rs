@@ -270,10 +270,29 @@ impl Slave {
                 }
             }
             PacketBody::Heartbeat {
-                epoch, load, ack, ..
+                epoch,
+                load,
+                ack,
+                view,
             } if epoch == self.epoch => {
                 self.table.set_load(&from, load);
-                self.renew(ack);
+                if view > self.applied_view {
+                    // The master's membership moved past what this silo applied. One of
+                    // those changes may be this silo's own re-admission after the master
+                    // declared it dead and placed its grains elsewhere, whose WELCOME
+                    // (an admission: report first) has not arrived yet: renewing the
+                    // lease from this answer would keep those grains under a valid lease
+                    // (two writers; found by the simulation, seed 1926). Our next
+                    // heartbeat reports the old view, the master resends the WELCOME,
+                    // and the answers renew again once it is applied.
+                    tracing::debug!(
+                        view,
+                        applied = self.applied_view,
+                        "heartbeat answer of a newer membership view: not renewing the lease until caught up"
+                    );
+                } else {
+                    self.renew(ack);
+                }
             }
             PacketBody::SlaveConnect { member, view } => {
                 if member == self.me {

@@ -78,6 +78,136 @@ fn a_late_welcome_after_being_declared_dead_is_an_admission() {
     assert!(net.snap(1).admission > admitted, "a report is owed");
 }
 
+/// The seed-862 setting up to the late HANDSHAKE: the master declared slave 1 dead and
+/// admitted it again, and the WELCOME of that admission (with the SLAVE_CONNECTs) was
+/// lost. Returns the slave's admission number before.
+fn readmitted_with_the_welcome_lost(net: &mut super::Net) -> u64 {
+    let slave = net.nodes[1].id;
+    let admitted = net.snap(1).admission;
+    for _ in 0..4 {
+        net.advance(INTERVAL);
+        net.tick(0);
+        net.deliver_except(|_, to, _| *to == slave.udp);
+    }
+    assert!(!net.snap(0).is_active(&slave));
+    net.reports = false;
+    net.queue(1, vec![(master_addr(), PacketBody::Handshake)]);
+    net.deliver_except(|_, to, _| *to == slave.udp);
+    assert!(net.snap(0).is_active(&slave), "admitted again");
+    assert_eq!(net.snap(1).admission, admitted, "the WELCOME was lost");
+    admitted
+}
+
+#[test]
+fn a_heartbeat_answer_of_a_newer_view_does_not_renew_the_lease() {
+    // The master's answer to a heartbeat overtakes the WELCOME of the re-admission
+    // (which makes it an admission): renewing from it would keep grains the master
+    // placed elsewhere under a valid lease. Found by the simulation (seed 1926).
+    let mut net = joined_cluster(1);
+    let (master, slave) = (net.nodes[0].id, net.nodes[1].id);
+    // A heartbeat of the slave is delayed (held back here); its answer comes later.
+    net.tick(1);
+    let mut held = None;
+    net.deliver_except(|from, _, body| match body {
+        PacketBody::Heartbeat { ack, .. } if *from == slave => {
+            held = Some(*ack);
+            true
+        }
+        _ => false,
+    });
+    let ack = held.expect("the slave heartbeated");
+    readmitted_with_the_welcome_lost(&mut net);
+    let (mut view, epoch) = (0, net.snap(1).epoch);
+    // The master's view now counts the death and the re-admission.
+    net.queue(
+        1,
+        vec![(
+            master_addr(),
+            PacketBody::Heartbeat {
+                epoch,
+                load: Default::default(),
+                view: 0,
+                ack: 0,
+            },
+        )],
+    );
+    net.deliver_except(|_, to, body| {
+        if let PacketBody::Welcome { view: v, .. } = body {
+            view = *v;
+        }
+        *to == slave.udp
+    });
+    assert!(view > 0, "the master resent its WELCOME");
+    let before = net.nodes[1].protocol.hosting_until();
+    // Its answer to the held heartbeat arrives first (the WELCOME is still on its way).
+    net.nodes[0].seq += 1;
+    let answer = Packet {
+        from: master,
+        seq: net.nodes[0].seq,
+        body: PacketBody::Heartbeat {
+            epoch,
+            load: Default::default(),
+            view,
+            ack,
+        },
+    };
+    let mut out = Outbox::new();
+    net.nodes[1]
+        .protocol
+        .on_packet(net.now, master.udp, answer, &mut out);
+    net.settle(1);
+    assert_eq!(net.nodes[1].protocol.hosting_until(), before, "not renewed");
+}
+
+#[test]
+fn a_readmitted_slave_is_listed_as_suspended_until_it_applied_the_welcome() {
+    // After the re-admission the slave's own heartbeat says it is not suspended (a silo
+    // that just joined has no lease to have lost), which overwrote the master's marker:
+    // the resent WELCOME then listed it as a plain member, not an admission, and it kept
+    // grains placed elsewhere (the simulation, seed 1926). The marker now lives beside
+    // the load, until a heartbeat carries the view of the re-admission.
+    let mut net = joined_cluster(1);
+    let admitted = readmitted_with_the_welcome_lost(&mut net);
+    let epoch = net.snap(1).epoch;
+    net.queue(
+        1,
+        vec![(
+            master_addr(),
+            PacketBody::Heartbeat {
+                epoch,
+                load: Default::default(),
+                view: 0,
+                ack: 0,
+            },
+        )],
+    );
+    net.deliver();
+    assert!(
+        net.snap(1).admission > admitted,
+        "the resent WELCOME is an admission"
+    );
+    // Once the slave reports a view at least that of its re-admission, the marker goes:
+    // later WELCOMEs resent for an old view are routine again.
+    net.reports = true;
+    net.rounds(2);
+    let admitted = net.snap(1).admission;
+    net.reports = false;
+    net.queue(
+        1,
+        vec![(
+            master_addr(),
+            PacketBody::Heartbeat {
+                epoch,
+                load: Default::default(),
+                view: 0,
+                ack: 0,
+            },
+        )],
+    );
+    net.deliver();
+    assert_eq!(net.snap(1).admission, admitted, "no report owed any more");
+}
+
 #[test]
 fn a_welcome_resent_for_an_old_view_is_not_an_admission() {
     // A heartbeat that carries an old membership view gets the WELCOME again with its
