@@ -144,6 +144,19 @@ where
         .collect()
 }
 
+/// Waits until the hot worker `grain` has copies on more than one slave; returns them.
+async fn spread(cluster: &TestCluster, grain: &GrainId) -> Vec<SiloAddr> {
+    poll(
+        "copies of the hot worker on more than one slave",
+        Duration::from_secs(30),
+        || {
+            let silos = cluster.master().copies_of(grain);
+            (silos.len() >= 2).then_some(silos)
+        },
+    )
+    .await
+}
+
 /// 16 closed-loop callers of the hot `Digest` worker, every reply checked; failures
 /// are kept with the number of calls that had succeeded when they happened.
 struct DigestLoad {
@@ -213,15 +226,7 @@ async fn a_hot_stateless_worker_spreads_over_slaves_and_shrinks_back_when_load_s
     let stop = Arc::new(AtomicBool::new(false));
     let load = DigestLoad::start(&client, &stop);
 
-    let copies = poll(
-        "copies of the hot worker on more than one slave",
-        Duration::from_secs(30),
-        || {
-            let silos = cluster.master().copies_of(&grain);
-            (silos.len() >= 2).then_some(silos)
-        },
-    )
-    .await;
+    let copies = spread(&cluster, &grain).await;
     eprintln!("stateless worker copies: {copies:?}");
     // Every copy serves: each silo of the set handles more messages from here on.
     let before = handled(&cluster, &grain);
@@ -312,15 +317,7 @@ async fn a_dead_slave_s_worker_copy_leaves_the_set_and_the_other_copies_serve() 
     let grain = GrainId::new(Digest::TYPE_NAME, "hot");
     let stop = Arc::new(AtomicBool::new(false));
     let load = DigestLoad::start(&client, &stop);
-    let copies = poll(
-        "copies of the hot worker on more than one slave",
-        Duration::from_secs(30),
-        || {
-            let silos = cluster.master().copies_of(&grain);
-            (silos.len() >= 2).then_some(silos)
-        },
-    )
-    .await;
+    let copies = spread(&cluster, &grain).await;
     assert_eq!(load.failed(), 0, "{:?}", load.errors.lock().unwrap());
     let victim_addr = copies[0];
     let victim = cluster

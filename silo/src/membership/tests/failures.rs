@@ -78,6 +78,18 @@ fn a_late_welcome_after_being_declared_dead_is_an_admission() {
     assert!(net.snap(1).admission > admitted, "a report is owed");
 }
 
+/// Slave 1 sends a heartbeat of `epoch` that carries view 0 (older than any the master
+/// announced): the master answers it and resends its WELCOME.
+fn stale_heartbeat(net: &mut super::Net, epoch: u64) {
+    let heartbeat = PacketBody::Heartbeat {
+        epoch,
+        load: Default::default(),
+        view: 0,
+        ack: 0,
+    };
+    net.queue(1, vec![(master_addr(), heartbeat)]);
+}
+
 /// The seed-862 setting up to the late HANDSHAKE: the master declared slave 1 dead and
 /// admitted it again, and the WELCOME of that admission (with the SLAVE_CONNECTs) was
 /// lost. Returns the slave's admission number before.
@@ -119,18 +131,7 @@ fn a_heartbeat_answer_of_a_newer_view_does_not_renew_the_lease() {
     readmitted_with_the_welcome_lost(&mut net);
     let (mut view, epoch) = (0, net.snap(1).epoch);
     // The master's view now counts the death and the re-admission.
-    net.queue(
-        1,
-        vec![(
-            master_addr(),
-            PacketBody::Heartbeat {
-                epoch,
-                load: Default::default(),
-                view: 0,
-                ack: 0,
-            },
-        )],
-    );
+    stale_heartbeat(&mut net, epoch);
     net.deliver_except(|_, to, body| {
         if let PacketBody::Welcome { view: v, .. } = body {
             view = *v;
@@ -169,18 +170,7 @@ fn a_readmitted_slave_is_listed_as_suspended_until_it_applied_the_welcome() {
     let mut net = joined_cluster(1);
     let admitted = readmitted_with_the_welcome_lost(&mut net);
     let epoch = net.snap(1).epoch;
-    net.queue(
-        1,
-        vec![(
-            master_addr(),
-            PacketBody::Heartbeat {
-                epoch,
-                load: Default::default(),
-                view: 0,
-                ack: 0,
-            },
-        )],
-    );
+    stale_heartbeat(&mut net, epoch);
     net.deliver();
     assert!(
         net.snap(1).admission > admitted,
@@ -192,18 +182,7 @@ fn a_readmitted_slave_is_listed_as_suspended_until_it_applied_the_welcome() {
     net.rounds(2);
     let admitted = net.snap(1).admission;
     net.reports = false;
-    net.queue(
-        1,
-        vec![(
-            master_addr(),
-            PacketBody::Heartbeat {
-                epoch,
-                load: Default::default(),
-                view: 0,
-                ack: 0,
-            },
-        )],
-    );
+    stale_heartbeat(&mut net, epoch);
     net.deliver();
     assert_eq!(net.snap(1).admission, admitted, "no report owed any more");
 }
@@ -216,18 +195,7 @@ fn a_welcome_resent_for_an_old_view_is_not_an_admission() {
     let admitted = net.snap(1).admission;
     net.reports = false;
     let epoch = net.snap(1).epoch;
-    net.queue(
-        1,
-        vec![(
-            master_addr(),
-            PacketBody::Heartbeat {
-                epoch,
-                load: Default::default(),
-                view: 0,
-                ack: 0,
-            },
-        )],
-    );
+    stale_heartbeat(&mut net, epoch);
     net.deliver();
     assert_eq!(net.sent("WELCOME"), 2, "the master resent the WELCOME");
     assert_eq!(net.snap(1).admission, admitted, "no report is owed");
