@@ -592,10 +592,7 @@ async fn send_to(shared: Arc<Shared>, addr: SocketAddr, stop: CancellationToken)
                                 "a snapshot of the store to the standby at {addr} failed ({snapshot_failures} in a row): {e}; retrying in {wait:?}"
                             );
                         }
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(wait) => {}
-                        }
+                        pause(&stop, wait).await;
                     }
                 }
                 continue;
@@ -615,29 +612,30 @@ async fn send_to(shared: Arc<Shared>, addr: SocketAddr, stop: CancellationToken)
                 tracing::warn!(
                     "the standby at {addr} follows epoch {current}, newer than ours ({epoch})"
                 );
-                pause(&stop).await;
+                pause(&stop, RETRY_PAUSE).await;
             }
             Ok(Response::StoreReplica(Err(e))) => {
                 tracing::warn!("the standby at {addr} could not apply a batch: {e}");
-                pause(&stop).await;
+                pause(&stop, RETRY_PAUSE).await;
             }
             Ok(other) => {
                 tracing::warn!("unexpected answer from the standby at {addr}: {other:?}");
-                pause(&stop).await;
+                pause(&stop, RETRY_PAUSE).await;
             }
             Err(e) => {
                 tracing::debug!("replicating to the standby at {addr}: {e}");
                 at = None;
-                pause(&stop).await;
+                pause(&stop, RETRY_PAUSE).await;
             }
         }
     }
 }
 
-async fn pause(stop: &CancellationToken) {
+/// Waits `wait`, or less if the sender is stopped.
+async fn pause(stop: &CancellationToken, wait: Duration) {
     tokio::select! {
         () = stop.cancelled() => {}
-        () = tokio::time::sleep(RETRY_PAUSE) => {}
+        () = tokio::time::sleep(wait) => {}
     }
 }
 
